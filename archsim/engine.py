@@ -1,0 +1,134 @@
+"""The engine: run a TileGraph on an architecture with SimPy.
+
+Every unit (DMA queue per buffer, decoder, PE array, write-back) is a SimPy
+process that executes its nodes in program order. A node starts when its
+predecessors are done and its unit is free, after reserving room in the
+buffers it writes (which blocks while they are full). Overlap (double
+buffering, prefetch of the next layer) and stalls come out of the simulation.
+"""
+from __future__ import annotations
+
+import simpy
+
+from .config import ArchSpec
+from .errors import ArchsimError
+from .hw import codebook as _cb, decoder as _dec, dram as _dram, pe_array as _pe, sram as _sram, writeback as _wb  # noqa: F401  (registers the built-in kinds)
+from .hw.registry import create
+from .stats import LayerStats, Stats
+
+
+class _Machine:
+    def __init__(self, env: simpy.Environment, arch: ArchSpec):
+        src = arch.path
+        self.dram = create("dram", arch.dram.kind, env, arch.dram, source=src, field="dram.kind")
+        self.buffers = {}
+        for name in ("weight", "input", "output"):
+            spec = getattr(arch.buffers, name)
+            self.buffers[name] = create("buffer", spec.kind, env, spec, name, source=src, field=f"buffers.{name}.kind")
+        self.pe = create("pe_array", arch.pe_array.kind, env, arch.pe_array, source=src, field="pe_array.kind")
+        self.codebook = self.decoder = None
+        if arch.codebook is not None:
+            self.codebook = create("codebook", arch.codebook.kind, env, arch.codebook, source=src, field="codebook.kind")
+        if arch.decoder is not None:
+            if self.codebook is None:
+                raise ArchsimError("a decoder needs a codebook buffer", file=src, field="codebook")
+            self.decoder = create("decoder", arch.decoder.kind, env, arch.decoder, self.codebook,
+                                  source=src, field="decoder.kind")
+        self.writeback = create("writeback", "writeback", env, self.dram)
+
+
+def run(graph, arch: ArchSpec) -> Stats:
+    env = simpy.Environment()
+    m = _Machine(env, arch)
+    n = graph.number_of_nodes()
+    attrs = [graph.nodes[v] for v in range(n)]
+    preds = [tuple(graph.pred[v]) for v in range(n)]
+    finished = bytearray(n)
+    waiters: dict[int, simpy.Event] = {}
+    metas = graph.graph["layers"]
+    layers = [LayerStats(name=l["name"], op=l["op"], macs=l["macs"], meta=l) for l in metas]
+    starts = [None] * len(layers)
+    ends = [0] * len(layers)
+    queues: dict[str, list[int]] = {}
+    for v in range(n):
+        queues.setdefault(attrs[v]["unit"], []).append(v)
+    bufs = m.buffers
+    dram_latency = m.dram.latency_cycles
+
+    def unit_process(unit: str, order: list[int]):
+        for v in order:
+            a = attrs[v]
+            t0 = env.now
+            for p in preds[v]:
+                if not finished[p]:
+                    ev = waiters.get(p)
+                    if ev is None:
+                        ev = waiters[p] = env.event()
+                    yield ev
+            t1 = env.now
+            for buf, nb in a["alloc"]:
+                if nb > 0:
+                    yield bufs[buf].put(nb)
+            t2 = env.now
+            kind = a["kind"]
+            ls = layers[a["layer"]]
+            if kind == "compute":
+                ru, cu, sl, first, last = a["fold"]
+                yield env.timeout(m.pe.chunk_cycles(sl, first, last))
+            elif kind == "load":
+                yield m.dram.transfer(a["bytes"])
+                if dram_latency:
+                    yield env.timeout(dram_latency)
+                if a["buf"] == "codebook":
+                    # codewords are written as they arrive; then the fixed reload set-up
+                    extra = max(0, a["codewords"] - (env.now - t2)) + m.codebook.spec.reload_cycles
+                    if extra:
+                        yield env.timeout(extra)
+                    ls.codebook_loads += 1
+                ls.dram_read_bytes += a["bytes"]
+            elif kind == "decode":
+                yield env.timeout(m.decoder.cycles(a["lookups"]))
+                ls.codebook_lookups += a["lookups"]
+            else:  # store
+                yield m.writeback.store(a["bytes"])
+                ls.dram_write_bytes += a["bytes"]
+            t3 = env.now
+            for buf, nb in a["free"]:
+                if nb > 0:
+                    bufs[buf].get(nb)
+            for buf, rd, wr in a["sram"]:
+                if rd:
+                    ls.sram_read_bytes[buf] += rd
+                if wr:
+                    ls.sram_write_bytes[buf] += wr
+            ls.wait_data_cycles[unit] += t1 - t0
+            ls.wait_space_cycles[unit] += t2 - t1
+            ls.busy_cycles[unit] += t3 - t2
+            li = a["layer"]
+            if starts[li] is None or t2 < starts[li]:
+                starts[li] = t2
+            if t3 > ends[li]:
+                ends[li] = t3
+            finished[v] = 1
+            ev = waiters.pop(v, None)
+            if ev is not None:
+                ev.succeed()
+
+    for unit, order in queues.items():
+        env.process(unit_process(unit, order))
+    env.run()
+    if not all(finished):
+        stuck = next(v for v in range(n) if not finished[v])
+        a = attrs[stuck]
+        raise RuntimeError(f"simulation deadlocked at node {stuck} ({a['kind']} on {a['unit']}, "
+                           f"layer {layers[a['layer']].name})")
+    prev_end = 0
+    for li, ls in enumerate(layers):
+        ls.start_cycle = starts[li] or 0
+        ls.end_cycle = max(ends[li], prev_end)
+        ls.total_cycles = ls.end_cycle - prev_end
+        ls.compute_cycles = ls.busy_cycles.get("pe", 0)
+        ls.stall_cycles = max(0, ls.total_cycles - ls.compute_cycles)
+        prev_end = ls.end_cycle
+    return Stats(arch=arch.name, layers=layers, total_cycles=int(env.now), dram_busy_cycles=m.dram.busy_cycles,
+                 buffer_peak_bytes={k: b.peak_bytes for k, b in bufs.items()})

@@ -1,0 +1,74 @@
+"""DRAM channel: one bandwidth shared by every transfer in flight.
+
+A fluid processor-sharing model driven by SimPy timeouts: n concurrent
+transfers each progress at bandwidth/n bytes per cycle; on every arrival or
+completion the next completion is rescheduled. Completion times are rounded
+up to whole cycles. The fixed access latency is pipelined (it delays a
+transfer's data, it does not occupy the bus)."""
+from __future__ import annotations
+
+import math
+
+import simpy
+
+from .registry import register
+
+_EPS = 1e-6
+
+
+@register("dram", "dram")
+class DRAMChannel:
+    def __init__(self, env: simpy.Environment, spec):
+        self.env = env
+        self.bw = float(spec.bandwidth_bytes_per_cycle)
+        self.latency_cycles = int(spec.latency_cycles)
+        self._active: dict[simpy.Event, float] = {}
+        self._t_last = 0
+        self._gen = 0
+        self.busy_cycles = 0  # cycles with at least one transfer on the bus
+        self.bytes_read = 0
+        self.bytes_written = 0
+
+    def transfer(self, nbytes: int, write: bool = False) -> simpy.Event:
+        """Event that fires when `nbytes` have crossed the bus."""
+        if write:
+            self.bytes_written += nbytes
+        else:
+            self.bytes_read += nbytes
+        ev = self.env.event()
+        if nbytes <= 0:
+            ev.succeed()
+            return ev
+        self._advance()
+        self._active[ev] = float(nbytes)
+        self._reschedule()
+        return ev
+
+    def _advance(self):
+        now = self.env.now
+        dt = now - self._t_last
+        if dt > 0 and self._active:
+            self.busy_cycles += dt
+            share = dt * self.bw / len(self._active)
+            for ev in self._active:
+                self._active[ev] -= share
+        self._t_last = now
+
+    def _reschedule(self):
+        self._gen += 1
+        if not self._active:
+            return
+        rem = min(self._active.values())
+        dt = max(1, math.ceil(rem * len(self._active) / self.bw - _EPS))
+        gen = self._gen
+        self.env.timeout(dt).callbacks.append(lambda _e: self._on_timer(gen))
+
+    def _on_timer(self, gen: int):
+        if gen != self._gen:  # superseded by a later arrival or completion
+            return
+        self._advance()
+        for ev, rem in list(self._active.items()):
+            if rem <= _EPS:
+                del self._active[ev]
+                ev.succeed()
+        self._reschedule()

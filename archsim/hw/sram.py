@@ -1,0 +1,35 @@
+"""On-chip SRAM buffer with finite capacity, modelled like SimPy's Container:
+the level is the number of bytes held. A producer reserves room before it
+writes (`put`, blocks while the buffer is full); the last consumer of a tile
+frees it (`get`). Double buffering is two tiles' room, so the next tile's
+load overlaps the current tile's use."""
+from __future__ import annotations
+
+import simpy
+
+from .registry import register
+
+
+@register("buffer", "sram")
+class SRAMBuffer(simpy.Container):
+    def __init__(self, env: simpy.Environment, spec, name: str):
+        super().__init__(env, capacity=spec.capacity_bytes, init=0)
+        self.name = name
+        self.spec = spec
+        self.word_bytes = max(1, spec.word_bits // 8)
+        # the largest tile the tiler may place here
+        self.tile_limit_bytes = spec.capacity_bytes // 2 if spec.double_buffered else spec.capacity_bytes
+        self.peak_bytes = 0
+
+    def reserve(self, nbytes: int):
+        ev = self.put(nbytes)
+        return ev
+
+    def release(self, nbytes: int):
+        self.get(nbytes)
+
+    def _do_put(self, event):
+        ok = super()._do_put(event)
+        if self._level > self.peak_bytes:
+            self.peak_bytes = self._level
+        return ok

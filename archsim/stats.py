@@ -1,0 +1,51 @@
+"""Stats: what happened in one simulation, per layer and per component, as
+plain counts (cycles, bytes, accesses). Energy and area are computed from
+these by archsim.energy; the simulator itself never prices anything."""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class LayerStats:
+    name: str
+    op: str
+    macs: int
+    start_cycle: int = 0
+    end_cycle: int = 0
+    total_cycles: int = 0      # end of this layer - end of the previous one
+    compute_cycles: int = 0    # PE array busy
+    stall_cycles: int = 0      # total - compute: the PE array waited
+    dram_read_bytes: int = 0
+    dram_write_bytes: int = 0
+    codebook_lookups: int = 0
+    codebook_loads: int = 0
+    # buffer -> bytes read / written on chip
+    sram_read_bytes: dict = field(default_factory=lambda: defaultdict(int))
+    sram_write_bytes: dict = field(default_factory=lambda: defaultdict(int))
+    # unit (queue) -> cycles busy / waiting for data / waiting for buffer room
+    busy_cycles: dict = field(default_factory=lambda: defaultdict(int))
+    wait_data_cycles: dict = field(default_factory=lambda: defaultdict(int))
+    wait_space_cycles: dict = field(default_factory=lambda: defaultdict(int))
+    meta: dict = field(default_factory=dict)  # shape and format from the TileGraph
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        for k in ("sram_read_bytes", "sram_write_bytes", "busy_cycles", "wait_data_cycles", "wait_space_cycles"):
+            d[k] = dict(d[k])
+        return d
+
+
+@dataclass
+class Stats:
+    arch: str
+    layers: list[LayerStats]
+    total_cycles: int
+    dram_busy_cycles: int
+    buffer_peak_bytes: dict
+    events: int = 0
+
+    def to_dict(self) -> dict:
+        return {"arch": self.arch, "total_cycles": self.total_cycles, "dram_busy_cycles": self.dram_busy_cycles,
+                "buffer_peak_bytes": dict(self.buffer_peak_bytes), "layers": [l.to_dict() for l in self.layers]}
