@@ -86,6 +86,7 @@ def run(graph, arch: ArchSpec) -> Stats:
                         yield env.timeout(extra)
                     ls.codebook_loads += 1
                 ls.dram_read_bytes += a["bytes"]
+                ls.dram_read_by_buffer[a["buf"]] += a["bytes"]
             elif kind == "decode":
                 yield env.timeout(m.decoder.cycles(a["lookups"]))
                 ls.codebook_lookups += a["lookups"]

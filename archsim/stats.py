@@ -4,7 +4,7 @@ these by archsim.energy; the simulator itself never prices anything."""
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 
 
 @dataclass
@@ -19,6 +19,7 @@ class LayerStats:
     stall_cycles: int = 0      # total - compute: the PE array waited
     dram_read_bytes: int = 0
     dram_write_bytes: int = 0
+    dram_read_by_buffer: dict = field(default_factory=lambda: defaultdict(int))  # weight/input/output/codebook
     codebook_lookups: int = 0
     codebook_loads: int = 0
     # buffer -> bytes read / written on chip
@@ -31,10 +32,9 @@ class LayerStats:
     meta: dict = field(default_factory=dict)  # shape and format from the TileGraph
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        for k in ("sram_read_bytes", "sram_write_bytes", "busy_cycles", "wait_data_cycles", "wait_space_cycles"):
-            d[k] = dict(d[k])
-        return d
+        # asdict() cannot rebuild defaultdicts; plain dicts are what JSON wants anyway
+        return {f.name: (dict(v) if isinstance(v, dict) else v)
+                for f in fields(self) for v in [getattr(self, f.name)]}
 
 
 @dataclass

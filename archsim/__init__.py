@@ -1,0 +1,12 @@
+"""archsim: discrete-event simulation of DNN accelerators running compressed models."""
+from .config import ArchSpec, load_arch
+from .errors import ArchsimError
+
+__all__ = ["ArchSpec", "ArchsimError", "load_arch", "simulate"]
+
+
+def simulate(*args, **kwargs):
+    """See archsim.api.simulate (imported lazily: torch is only needed for nn.Modules)."""
+    from .api import simulate as _simulate
+
+    return _simulate(*args, **kwargs)

@@ -1,0 +1,124 @@
+"""archsim command line. User mistakes print one line and exit 2."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .errors import ArchsimError
+
+EXIT_USER_ERROR = 2
+
+
+def _parse_format(text: str):
+    """'vq:k=256,d=16,codebook_bits=8' -> WeightFormat applied to every weight layer."""
+    import yaml
+
+    from workloads.formats import format_from_dict
+
+    name, _, params = text.partition(":")
+    d = {"format": name}
+    for item in filter(None, params.split(",")):
+        if "=" not in item:
+            raise ArchsimError(f"expected key=value, got {item!r}", field="--weights")
+        k, v = item.split("=", 1)
+        d[k.strip()] = yaml.safe_load(v)
+    try:
+        return format_from_dict(d)
+    except (TypeError, ValueError) as e:
+        raise ArchsimError(str(e), field="--weights") from None
+
+
+def _layers_from_args(args, arch):
+    from archsim.api import to_layers
+
+    if args.topology:
+        from workloads.scalesim_import import read_topology
+
+        layers = read_topology(args.topology)
+    else:
+        layers = to_layers(args.model, act_bits=arch.pe_array.act_bits)
+    if args.weights:
+        fmt = _parse_format(args.weights)
+        for L in layers:
+            if L.op != "matmul":
+                L.fmt = fmt
+    return layers
+
+
+def cmd_run(args) -> int:
+    from archsim.api import simulate
+    from archsim.config import load_arch
+
+    arch = load_arch(args.arch, args.set)
+    layers = _layers_from_args(args, arch)
+    report = simulate(layers, arch, energy_table=args.energy_table)
+    print(report.format_table())
+    label = Path(args.topology).stem if args.topology else args.model
+    out = Path(args.out) / f"{label}_{arch.name}"
+    out.mkdir(parents=True, exist_ok=True)
+    report.to_csv(out / "report.csv")
+    report.to_json(out / "report.json")
+    if not args.no_plot:
+        report.plot(out / "report.png")
+    print(f"\nwrote {out}/report.csv, report.json" + ("" if args.no_plot else ", report.png"))
+    return 0
+
+
+def cmd_validate(args) -> int:
+    from archsim.config import load_arch
+
+    arch = load_arch(args.file, args.set)
+    print(f"{args.file}: ok ({arch.name}: {arch.pe_array.rows}x{arch.pe_array.cols} {arch.pe_array.dataflow})")
+    return 0
+
+
+def cmd_list(args) -> int:
+    from archsim.config import ARCH_DIR
+    from workloads import zoo
+
+    print("models:        " + ", ".join(sorted(zoo.MODELS)))
+    print("architectures: " + ", ".join(sorted(p.stem for p in ARCH_DIR.glob("*.yaml"))))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="archsim", description="Simulate DNN accelerators running compressed models.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    def add_arch_opts(sp, positional=False):
+        sp.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
+                        help="override an architecture field, e.g. --set pe_array.rows=64 (repeatable)")
+
+    r = sub.add_parser("run", help="simulate a model on an architecture and print the per-layer report")
+    r.add_argument("--model", default="resnet18", help="zoo model (default resnet18; `archsim list`)")
+    r.add_argument("--topology", help="a SCALE-Sim topology CSV instead of --model")
+    r.add_argument("--arch", default="sa32_ws", help="built-in architecture name or YAML path (default sa32_ws)")
+    r.add_argument("--weights", help="weight format for every layer, e.g. vq:k=256,d=16 or dense:bits=4")
+    r.add_argument("--energy-table", help="CSV energy table replacing the architecture's")
+    r.add_argument("--out", default="archsim_out", help="output folder (default archsim_out)")
+    r.add_argument("--no-plot", action="store_true", help="skip the PNG")
+    add_arch_opts(r)
+    r.set_defaults(func=cmd_run)
+
+    v = sub.add_parser("validate", help="check an architecture YAML against the schema")
+    v.add_argument("file")
+    add_arch_opts(v)
+    v.set_defaults(func=cmd_validate)
+
+    l = sub.add_parser("list", help="list built-in models and architectures")
+    l.set_defaults(func=cmd_list)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ArchsimError as e:
+        print(f"archsim: error: {e.one_line()}", file=sys.stderr)
+        return EXIT_USER_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())
