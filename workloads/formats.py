@@ -17,6 +17,41 @@ def _ceil_log2(k: int) -> int:
     return max(1, math.ceil(math.log2(k))) if k > 1 else 0
 
 
+# N:M mask encodings. A group of M consecutive weights keeps N of them; the
+# mask that says which can be stored as
+#   "bitmap":        M bits per group (1 bit per weight; what MVQ's LZC mask
+#                    decoder reads, and PAPERS.md's "1-bit mask" figure);
+#   "combinatorial": ceil(log2 C(M, N)) bits per group (the information-
+#                    theoretic minimum; 2:4 -> 3 bits per 4 weights);
+#   "offsets":       N * ceil(log2 M) bits per group (an index per kept weight,
+#                    like the 2-bit metadata of NVIDIA's 2:4 sparse tensor cores).
+NM_MASK_ENCODINGS = ("bitmap", "combinatorial", "offsets")
+
+
+def nm_mask_bits_per_group(n: int, m: int, encoding: str = "bitmap") -> int:
+    """Bits to store which N of a group of M weights are kept."""
+    if not 0 < n <= m:
+        raise ValueError(f"N:M needs 0 < N <= M, got {n}:{m}")
+    if encoding == "bitmap":
+        return m
+    if encoding == "combinatorial":
+        return _ceil_log2(math.comb(m, n))
+    if encoding == "offsets":
+        return n * _ceil_log2(m)
+    raise ValueError(f"mask_encoding must be one of {NM_MASK_ENCODINGS}, got {encoding!r}")
+
+
+def _padded(n_weights: int, run_len: int, multiple: int) -> int:
+    """Weights after zero-padding each run of `run_len` weights (the input-
+    channel direction) to a multiple of `multiple`. run_len=0: the runs are
+    assumed to divide evenly, only the total is rounded up. For a tile that
+    holds part of a run the padding is counted pro rata (rounded up)."""
+    if run_len <= 0:
+        return math.ceil(n_weights / multiple) * multiple
+    padded_run = math.ceil(run_len / multiple) * multiple
+    return math.ceil(n_weights * padded_run / run_len / multiple) * multiple
+
+
 @dataclass(frozen=True)
 class WeightFormat:
     """Base class. Subclasses override `payload_bits` and, if they carry side
@@ -64,13 +99,23 @@ class WeightFormat:
 
 @dataclass(frozen=True)
 class DenseFormat(WeightFormat):
-    """Uncompressed integer (or float) weights of `bits` bits each."""
+    """Uncompressed integer (or float) weights of `bits` bits each.
+
+    INTb quantization is DenseFormat(bits=b, n_scales=<output channels>):
+    each of the `n_scales` per-channel scales costs `scale_bits` (FP32 by
+    default) of side data. n_scales=0 (the default): no scales counted, e.g.
+    FP32 weights or a caller that does not store scales."""
 
     bits: int = 8
+    n_scales: int = 0
+    scale_bits: int = 32
     name = "dense"
 
     def payload_bits(self, n_weights: int) -> int:
         return n_weights * self.bits
+
+    def side_bits(self, n_weights: int) -> int:
+        return self.n_scales * self.scale_bits
 
     @property
     def pe_bits(self) -> int:
@@ -82,22 +127,32 @@ class VQFormat(WeightFormat):
     """Vector quantization: sub-vectors of length d along the input-channel
     direction, each replaced by a log2(k)-bit index into a codebook of k
     codewords stored at `codebook_bits` per element. `n_codebooks` > 1 means
-    several codebooks per layer (e.g. one per group of output channels)."""
+    several codebooks per layer (e.g. one per group of output channels).
+
+    Added (defaults keep the old numbers):
+      scale_bits: one scale per codebook (the codebook is stored as integers
+                  times a scale); 0 = not counted.
+      run_len:    length of the input-channel run the sub-vectors are cut
+                  along; when d does not divide it every run is zero-padded
+                  to a multiple of d and the padded sub-vectors cost indices
+                  too. 0 = runs divide evenly."""
 
     k: int = 256
     d: int = 4
     codebook_bits: int = 8
     n_codebooks: int = 1
+    scale_bits: int = 0
+    run_len: int = 0
     name = "vq"
 
     def n_vectors(self, n_weights: int) -> int:
-        return math.ceil(n_weights / self.d)
+        return _padded(n_weights, self.run_len, self.d) // self.d
 
     def payload_bits(self, n_weights: int) -> int:
         return self.n_vectors(n_weights) * _ceil_log2(self.k)
 
     def side_bits(self, n_weights: int) -> int:
-        return self.n_codebooks * self.k * self.d * self.codebook_bits
+        return self.n_codebooks * (self.k * self.d * self.codebook_bits + self.scale_bits)
 
     def decode_lookups(self, n_weights: int) -> int:
         return self.n_vectors(n_weights)
@@ -105,6 +160,203 @@ class VQFormat(WeightFormat):
     @property
     def pe_bits(self) -> int:
         return self.codebook_bits
+
+
+@dataclass(frozen=True)
+class TruncFormat(DenseFormat):
+    """Weight truncation: INT`source_bits` weights with the low bits dropped,
+    keeping `bits` bits (sign + bits-1 most significant magnitude bits). Stored
+    and computed like a dense `bits`-bit weight; kept apart so that reports say
+    which baseline it is (the comparison SWIS makes)."""
+
+    source_bits: int = 8
+    name = "trunc"
+
+
+@dataclass(frozen=True)
+class NMFormat(WeightFormat):
+    """N:M structured sparsity: in every group of M consecutive weights along
+    the input channels N are kept, each stored at `value_bits`; the mask costs
+    nm_mask_bits_per_group(n, m, mask_encoding) per group. Runs are padded to
+    a multiple of M (see `run_len`). Per-channel scales as in DenseFormat."""
+
+    n: int = 2
+    m: int = 4
+    value_bits: int = 8
+    mask_encoding: str = "bitmap"
+    n_scales: int = 0
+    scale_bits: int = 32
+    run_len: int = 0
+    name = "nm"
+
+    def n_groups(self, n_weights: int) -> int:
+        return _padded(n_weights, self.run_len, self.m) // self.m
+
+    def mask_bits(self, n_weights: int) -> int:
+        return self.n_groups(n_weights) * nm_mask_bits_per_group(self.n, self.m, self.mask_encoding)
+
+    def payload_bits(self, n_weights: int) -> int:
+        return self.n_groups(n_weights) * self.n * self.value_bits + self.mask_bits(n_weights)
+
+    def side_bits(self, n_weights: int) -> int:
+        return self.n_scales * self.scale_bits
+
+    @property
+    def density(self) -> float:
+        """Share of weights (and of MACs) kept."""
+        return self.n / self.m
+
+    @property
+    def pe_bits(self) -> int:
+        return self.value_bits
+
+
+@dataclass(frozen=True)
+class MVQFormat(VQFormat):
+    """MVQ: N:M pruning, then (masked) VQ of the pruned weights. Payload per
+    sub-vector: a log2(k)-bit index; per group of M: the N:M mask. Runs are
+    padded to a multiple of lcm(d, m) so that mask groups never straddle a
+    sub-vector. Decoding: W_hat[v] = mask[v] * C[idx[v]]."""
+
+    n: int = 2
+    m: int = 4
+    mask_encoding: str = "bitmap"
+    name = "mvq"
+
+    def _unit(self) -> int:
+        return math.lcm(self.d, self.m)
+
+    def n_vectors(self, n_weights: int) -> int:
+        return _padded(n_weights, self.run_len, self._unit()) // self.d
+
+    def n_groups(self, n_weights: int) -> int:
+        return _padded(n_weights, self.run_len, self._unit()) // self.m
+
+    def mask_bits(self, n_weights: int) -> int:
+        return self.n_groups(n_weights) * nm_mask_bits_per_group(self.n, self.m, self.mask_encoding)
+
+    def payload_bits(self, n_weights: int) -> int:
+        return self.n_vectors(n_weights) * _ceil_log2(self.k) + self.mask_bits(n_weights)
+
+    @property
+    def density(self) -> float:
+        """Share of weights kept: the sparsity-aware array keeps N/M of its PEs."""
+        return self.n / self.m
+
+
+@dataclass(frozen=True)
+class SSVQFormat(VQFormat):
+    """SSVQ: VQ of |W| (codebook of magnitudes, unsigned `codebook_bits`) plus
+    `sign_bits` (1) per weight; the decoder applies the sign after the lookup,
+    so the PEs see a sign-magnitude value of codebook_bits + 1 bits."""
+
+    sign_bits: int = 1
+    name = "ssvq"
+
+    def payload_bits(self, n_weights: int) -> int:
+        return super().payload_bits(n_weights) + n_weights * self.sign_bits
+
+    @property
+    def pe_bits(self) -> int:
+        return self.codebook_bits + self.sign_bits
+
+
+@dataclass(frozen=True)
+class PQFormat(WeightFormat):
+    """PQA: product quantization of the layer's input activations; the weights
+    are folded into lookup tables and not stored at all (payload 0).
+
+    For a layer of n_weights = cout * K (K = C*kh*kw or in_features):
+      Ns = ceil(K / Ls) subspaces, each with Np prototypes of Ls entries at
+      `proto_bits` and a LUT of Np x cout entries at `lut_bits`;
+      side data = Ns*Np*Ls*proto_bits + Ns*Np*cout*lut_bits + 2 scales
+      (one for the prototypes, one for the LUT) of `scale_bits`.
+    Work per input column (output pixel): Ns*Np*Ls distance MACs, then Ns LUT
+    row reads of cout entries accumulated."""
+
+    Ls: int = 9
+    Np: int = 16
+    proto_bits: int = 8
+    lut_bits: int = 16
+    cout: int = 1
+    scale_bits: int = 32
+    name = "pq"
+
+    def k_in(self, n_weights: int) -> int:
+        return n_weights // self.cout
+
+    def n_subspaces(self, n_weights: int) -> int:
+        return math.ceil(self.k_in(n_weights) / self.Ls)
+
+    def prototype_bits(self, n_weights: int) -> int:
+        return self.n_subspaces(n_weights) * self.Np * self.Ls * self.proto_bits
+
+    def lut_table_bits(self, n_weights: int) -> int:
+        return self.n_subspaces(n_weights) * self.Np * self.cout * self.lut_bits
+
+    def payload_bits(self, n_weights: int) -> int:
+        return 0
+
+    def side_bits(self, n_weights: int) -> int:
+        return self.prototype_bits(n_weights) + self.lut_table_bits(n_weights) + 2 * self.scale_bits
+
+    def distance_macs_per_column(self, n_weights: int) -> int:
+        return self.n_subspaces(n_weights) * self.Np * self.Ls
+
+    def lut_reads_per_column(self, n_weights: int) -> int:
+        """LUT rows (of cout entries) read and accumulated per input column."""
+        return self.n_subspaces(n_weights)
+
+    @property
+    def pe_bits(self) -> int:
+        """The datapath adds LUT entries; there is no weight operand."""
+        return self.lut_bits
+
+
+@dataclass(frozen=True)
+class SWISFormat(WeightFormat):
+    """SWIS: groups of G consecutive weights (input-channel direction) share N
+    bit positions out of B; each weight stores a sign and N bits, each group N
+    shift amounts of ceil(log2 B) bits:
+        bits per weight = 1 + N + N*ceil(log2 B)/G.
+    With a per-group N (a scheduling policy under a bit budget) `shared_bits`
+    is the mean N, `max_shared_bits` the largest, and each group also stores
+    its N in `group_n_bits` bits. The PE array is weight-bit-serial: a group
+    takes N cycles instead of B (`pe_cycles_per_weight`). Runs are padded to a
+    multiple of G; per-channel scales as in DenseFormat."""
+
+    group_size: int = 8
+    weight_bits: int = 8
+    shared_bits: float = 3
+    max_shared_bits: int = 3
+    group_n_bits: int = 0
+    n_scales: int = 0
+    scale_bits: int = 32
+    run_len: int = 0
+    name = "swis"
+
+    def n_groups(self, n_weights: int) -> int:
+        return _padded(n_weights, self.run_len, self.group_size) // self.group_size
+
+    def payload_bits(self, n_weights: int) -> int:
+        groups = self.n_groups(n_weights)
+        slots = groups * self.group_size
+        shift_bits = _ceil_log2(self.weight_bits)
+        return math.ceil(slots * (1 + self.shared_bits)
+                         + groups * (self.shared_bits * shift_bits + self.group_n_bits))
+
+    def side_bits(self, n_weights: int) -> int:
+        return self.n_scales * self.scale_bits
+
+    @property
+    def pe_cycles_per_weight(self) -> float:
+        """Bit-serial cycles per weight (per group in lock-step): mean N."""
+        return self.shared_bits
+
+    @property
+    def pe_bits(self) -> int:
+        """Each cycle the PE gates the activation with one weight bit."""
+        return 1
 
 
 def format_from_dict(d: dict) -> WeightFormat:

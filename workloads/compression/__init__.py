@@ -12,4 +12,53 @@ Contract (every method follows it):
   * result.formats : {module qualified name (as in model.named_modules()):
                       WeightFormat} for every compressed Conv2d / Linear.
   * result.info    : method, params, wall_s, weight_mse, bits_per_weight.
+
+Methods (`METHODS`; parameters and defaults are on each function):
+  int    uniform.compress_int    INTb per-output-channel symmetric (b=8)
+  trunc  uniform.compress_trunc  INT8 truncated to its top b bits (b=4)
+  nm     nm.compress_nm          N:M magnitude pruning (2:4), INT8 values
+  vq     vq.compress_vq          k-means VQ (k=256, d=4), faiss
+  mvq    mvq.compress_mvq        N:M + masked k-means (2:4, k=256, d=16)
+  ssvq   ssvq.compress_ssvq      sign split + |W| VQ + learnable frozen signs
+  pq     pq.compress_pq          PQA product quantization of activations
+  swis   swis.compress_swis      shared weight bit sparsity (G=8, N=3 of 8)
+
+info also holds n_weights, storage_bits, compression_vs_fp32 / _int8 and a
+per-layer breakdown ("layers"). Storage counts everything the formats store
+(indices, codebooks, masks, signs, shift tables, prototypes, LUTs, scales)
+for the compressed layers; biases stay FP32 and are not counted.
 """
+from __future__ import annotations
+
+from ._common import CompressionResult
+from .mvq import compress_mvq
+from .nm import compress_nm
+from .pq import compress_pq
+from .ssvq import compress_ssvq
+from .swis import compress_swis
+from .uniform import compress_int, compress_trunc
+from .vq import compress_vq
+
+METHODS = {
+    "int": compress_int,
+    "trunc": compress_trunc,
+    "nm": compress_nm,
+    "vq": compress_vq,
+    "mvq": compress_mvq,
+    "ssvq": compress_ssvq,
+    "pq": compress_pq,
+    "swis": compress_swis,
+}
+
+
+def compress(model, method: str, calib=None, seed: int = 0, **params) -> CompressionResult:
+    """Compress `model` with `method` (a key of METHODS); see the module
+    docstring for the contract."""
+    try:
+        fn = METHODS[method]
+    except KeyError:
+        raise ValueError(f"unknown compression method {method!r}; known: {sorted(METHODS)}") from None
+    return fn(model, calib=calib, seed=seed, **params)
+
+
+__all__ = ["compress", "METHODS", "CompressionResult"]
