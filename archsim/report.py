@@ -1,0 +1,154 @@
+"""Report: latency, energy and area of one simulation, per layer and in total.
+
+build_report(stats, arch, energy_model) turns the simulator's counts (Stats)
+into rows of plain numbers; the Report prints them as a terminal table and
+saves them as CSV, JSON and a PNG. Nothing here re-simulates or re-prices:
+rows are Stats counts plus EnergyModel.layer_energy_pj.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .config import ArchSpec
+from .energy import ENERGY_COMPONENTS, EnergyModel
+from .stats import Stats
+
+TOTAL_NAME = "TOTAL"
+ENERGY_COLUMNS = tuple(f"energy_{c}_pj" for c in ENERGY_COMPONENTS)
+# Columns that add up over layers; the others (utilisation) are recomputed for the run.
+_SUMMED = ("macs", "total_cycles", "compute_cycles", "stall_cycles", "dram_read_bytes", "dram_write_bytes",
+           "sram_bytes", "codebook_lookups") + ENERGY_COLUMNS + ("energy_total_pj",)
+
+
+@dataclass
+class Report:
+    arch: str
+    clock_mhz: float
+    layers: list[dict]          # one row per layer, keys as in build_report
+    totals: dict                # the same keys, for the whole run (name TOTAL)
+    area_um2: dict              # component -> um^2, and 'total'
+    energy_table: str           # path of the energy CSV used
+    arch_spec: dict = field(default_factory=dict)    # the full ArchSpec, to reproduce the run
+    unit_costs: list[dict] = field(default_factory=list)  # EnergyModel.unit_costs(): every pJ with its source
+
+    # -- tables ---------------------------------------------------------------
+    def to_dataframe(self, total: bool = True):
+        """One row per layer, then (if `total`) the TOTAL row."""
+        import pandas as pd
+
+        return pd.DataFrame(self.layers + ([self.totals] if total else []))
+
+    def to_csv(self, path: str | Path):
+        """Layers and a last TOTAL row (drop it before summing columns)."""
+        self.to_dataframe().to_csv(path, index=False)
+
+    def to_json(self, path: str | Path):
+        Path(path).write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> "Report":
+        return cls(**json.loads(Path(path).read_text()))
+
+    def top_components(self, n: int = 3) -> list[str]:
+        """The n energy components that cost most over the whole run."""
+        ranked = sorted(ENERGY_COMPONENTS, key=lambda c: -self.totals[f"energy_{c}_pj"])
+        return [c for c in ranked[:n] if self.totals[f"energy_{c}_pj"] > 0]
+
+    def format_table(self) -> str:
+        """Aligned text table for the terminal: one row per layer and TOTAL."""
+        top = self.top_components()
+        header = ["layer", "cycles", "compute", "stall", "util %", "DRAM KB", "energy uJ"] + [f"{c} uJ" for c in top]
+
+        def cells(r: dict) -> list[str]:
+            return ([str(r["name"]), f"{r['total_cycles']:,}", f"{r['compute_cycles']:,}", f"{r['stall_cycles']:,}",
+                     f"{100 * r['utilisation']:.1f}",
+                     f"{(r['dram_read_bytes'] + r['dram_write_bytes']) / 1024:,.1f}",
+                     f"{r['energy_total_pj'] / 1e6:,.2f}"]
+                    + [f"{r[f'energy_{c}_pj'] / 1e6:,.2f}" for c in top])
+
+        rows = [cells(r) for r in self.layers]
+        total = cells(self.totals)
+        widths = [max(len(h), *(len(r[i]) for r in rows + [total])) for i, h in enumerate(header)]
+
+        def line(cs: list[str]) -> str:
+            # layer names left-aligned, numbers right-aligned
+            return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cs, widths)))
+
+        rule = "-" * len(line(header))
+        t = self.totals
+        area_mm2 = self.area_um2.get("total", 0.0) / 1e6
+        return "\n".join([f"{self.arch} @ {self.clock_mhz:g} MHz: {t['latency_ms']:.3f} ms, "
+                          f"{t['energy_total_pj'] / 1e6:,.2f} uJ, {area_mm2:.3f} mm^2, "
+                          f"utilisation {100 * t['utilisation']:.1f}%",
+                          line(header), rule, *map(line, rows), rule, line(total)])
+
+    # -- figure ---------------------------------------------------------------
+    def plot(self, path: str | Path):
+        """PNG with two panels: per-layer latency (compute vs stall) and
+        per-layer energy stacked by component. Drawn on a bare Agg canvas, so
+        it needs no display and leaves pyplot's global state alone."""
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        names = [r["name"] for r in self.layers]
+        x = list(range(len(names)))
+        fig = Figure(figsize=(max(8.0, 0.3 * len(names) + 3), 8), layout="constrained")
+        FigureCanvasAgg(fig)
+        ax_t, ax_e = fig.subplots(2, 1, sharex=True)
+
+        us_per_cycle = 1.0 / self.clock_mhz
+        compute = [r["compute_cycles"] * us_per_cycle for r in self.layers]
+        stall = [r["stall_cycles"] * us_per_cycle for r in self.layers]
+        ax_t.bar(x, compute, label="compute")
+        ax_t.bar(x, stall, bottom=compute, label="stall")
+        ax_t.set_ylabel("latency (us)")
+        ax_t.set_title(f"{self.arch}: {self.totals['latency_ms']:.3f} ms, "
+                       f"utilisation {100 * self.totals['utilisation']:.1f}%")
+        ax_t.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+
+        bottom = [0.0] * len(names)
+        for i, c in enumerate(ENERGY_COMPONENTS):
+            vals = [r[f"energy_{c}_pj"] / 1e6 for r in self.layers]
+            if any(vals):
+                # a fixed colour per component, so figures of different runs compare at a glance
+                ax_e.bar(x, vals, bottom=bottom, label=c, color=f"C{i}")
+                bottom = [b + v for b, v in zip(bottom, vals)]
+        ax_e.set_ylabel("energy (uJ)")
+        ax_e.set_title(f"{self.totals['energy_total_pj'] / 1e6:,.1f} uJ")
+        ax_e.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        ax_e.set_xticks(x, names, rotation=90, fontsize="small" if len(names) > 20 else "medium")
+        fig.savefig(path, dpi=120)
+
+
+def _utilisation(macs: int, pes: int, cycles: int) -> float:
+    # useful MACs over what the whole array could have done in that time
+    return macs / (pes * cycles) if cycles > 0 else 0.0
+
+
+def build_report(stats: Stats, arch: ArchSpec, energy_model: EnergyModel | None = None) -> Report:
+    em = energy_model if energy_model is not None else EnergyModel(arch)
+    pes = arch.pe_array.rows * arch.pe_array.cols
+    cycles_per_ms = arch.clock_mhz * 1e3
+    rows = []
+    for ls in stats.layers:
+        energy = em.layer_energy_pj(ls)
+        row = {"name": ls.name, "op": ls.op, "macs": ls.macs,
+               "total_cycles": ls.total_cycles, "compute_cycles": ls.compute_cycles,
+               "stall_cycles": ls.stall_cycles,
+               "utilisation": _utilisation(ls.macs, pes, ls.total_cycles),
+               "latency_ms": ls.total_cycles / cycles_per_ms,
+               "dram_read_bytes": ls.dram_read_bytes, "dram_write_bytes": ls.dram_write_bytes,
+               "sram_bytes": sum(ls.sram_read_bytes.values()) + sum(ls.sram_write_bytes.values()),
+               "codebook_lookups": ls.codebook_lookups}
+        row.update({f"energy_{c}_pj": energy[c] for c in ENERGY_COMPONENTS})
+        row["energy_total_pj"] = sum(energy.values())
+        rows.append(row)
+    totals = {"name": TOTAL_NAME, "op": ""}
+    totals.update({k: sum(r[k] for r in rows) for k in _SUMMED})
+    totals["utilisation"] = _utilisation(totals["macs"], pes, totals["total_cycles"])
+    totals["latency_ms"] = totals["total_cycles"] / cycles_per_ms
+    totals = {k: totals[k] for k in rows[0]} if rows else totals  # same column order as the layers
+    return Report(arch=arch.name, clock_mhz=arch.clock_mhz, layers=rows, totals=totals, area_um2=em.area_um2(),
+                  energy_table=em.table.path, arch_spec=arch.model_dump(mode="json"), unit_costs=em.unit_costs())
