@@ -127,9 +127,6 @@ class EnergyTable:
             raise ArchsimError(f"energy table {name!r} not found", file=arch.path, field="energy.table")
         return cls(p)
 
-    def __contains__(self, name: str) -> bool:
-        return name in self.entries
-
     def entry(self, name: str) -> EnergyEntry:
         try:
             return self.entries[name]
@@ -346,7 +343,7 @@ class EnergyModel:
         per codebook (from its format summary), else the whole codebook."""
         if not ls.codebook_loads:
             return 0
-        fmt = ls.meta.get("format", {}) if isinstance(ls.meta, dict) else {}
+        fmt = ls.meta.get("format", {})
         per_load = fmt.get("k", self.arch.codebook.entries) * fmt.get("n_codebooks", 1)
         return ls.codebook_loads * per_load
 
