@@ -148,9 +148,34 @@ def resolve_arch_path(name_or_path: str | Path) -> Path:
     raise ArchsimError(f"no such architecture file (built-in: {known})", file=str(name_or_path))
 
 
+def arch_dict_from_scalesim_cfg(path: Path) -> dict:
+    """A SCALE-Sim .cfg as an archsim architecture: array, dataflow and SRAM
+    sizes from the file; DRAM from the built-in default (SCALE-Sim's CALC mode
+    has no DRAM channel to copy; USER mode's Bandwidth, in words per cycle,
+    becomes bytes per cycle at 8-bit words)."""
+    from workloads.scalesim_import import read_scalesim_cfg
+
+    cfg = read_scalesim_cfg(path)
+    data = yaml.safe_load(resolve_arch_path(DEFAULT_ARCH).read_text())
+    data["name"] = cfg.run_name
+    data["description"] = f"imported from SCALE-Sim config {path.name}"
+    data["source"] = f"SCALE-Sim .cfg {path}"
+    data["pe_array"].update(rows=cfg.rows, cols=cfg.cols, dataflow=cfg.dataflow)
+    for buf, kb in (("input", cfg.ifmap_sram_kb), ("weight", cfg.filter_sram_kb), ("output", cfg.ofmap_sram_kb)):
+        data["buffers"][buf]["capacity_bytes"] = kb * 1024
+        data["buffers"][buf]["source"] = f"{path.name}"
+    if cfg.interface_bandwidth == "USER" and cfg.bandwidth:
+        data["dram"]["bandwidth_bytes_per_cycle"] = cfg.bandwidth
+        data["dram"]["source"] = f"{path.name} Bandwidth (words/cycle, 8-bit words)"
+    return data
+
+
 def load_arch(name_or_path: str | Path = DEFAULT_ARCH, overrides: list[str] | None = None) -> ArchSpec:
-    """Load an architecture YAML (a path, or the name of a built-in in arch_configs/)."""
+    """Load an architecture YAML (a path, or the name of a built-in in
+    arch_configs/), or a SCALE-Sim .cfg file."""
     path = resolve_arch_path(name_or_path)
+    if path.suffix == ".cfg":
+        return load_arch_dict(arch_dict_from_scalesim_cfg(path), overrides, source=str(path))
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:

@@ -24,9 +24,10 @@ Loop nests (chosen so that PE compute cycles equal SCALE-Sim's):
   is: as ws with inputs stationary and weights streamed.
   os: for pixel fold (M) / col fold (N) / chunk of K: stream K; outputs
       accumulate in the PEs and leave once per fold.
-An operand that fits in its buffer's tile room (half the buffer when double
-buffered) stays resident and is loaded once; otherwise it is re-loaded on
-every pass, as SCALE-Sim's reference runs show.
+Tiles are at most half a buffer when it is double buffered. An operand that
+fits in its whole buffer stays resident and is loaded once (the next layer's
+prefetch then waits for room); otherwise it is re-loaded on every pass, as
+SCALE-Sim's reference runs show.
 Input DRAM traffic assumes on-chip im2col (a line buffer): a pass fetches the
 raw input pixels once, not kh*kw times; the PEs still read the im2col stream
 from the input SRAM.
@@ -54,12 +55,9 @@ class _Builder:
 
     def add(self, kind, unit, layer, deps=(), **attrs) -> int:
         v = len(self.nodes)
-        attrs.setdefault("alloc", ())
-        attrs.setdefault("free", ())
-        attrs.setdefault("sram", ())
-        attrs.setdefault("bytes", 0)
-        attrs.update(kind=kind, unit=unit, layer=layer)
-        self.nodes.append(attrs)
+        node = {"kind": kind, "unit": unit, "layer": layer, "alloc": (), "free": (), "sram": (), "bytes": 0}
+        node.update(attrs)
+        self.nodes.append(node)
         for d in deps:
             if d is not None:
                 self.edges.append((d, v))
@@ -69,9 +67,17 @@ class _Builder:
         self.nodes[v]["free"] = self.nodes[v]["free"] + ((buf, nbytes),)
 
     def graph(self) -> TileGraph:
+        # Filled through networkx's own adjacency dicts (as its converters do):
+        # add_nodes_from / add_edges_from re-check every item and took half of
+        # the tiling time on ResNet-50.
         g = nx.DiGraph()
-        g.add_nodes_from(enumerate(self.nodes))
-        g.add_edges_from(self.edges)
+        node, succ, pred = g._node, g._succ, g._pred
+        for v, attrs in enumerate(self.nodes):
+            node[v] = attrs
+            succ[v] = {}
+            pred[v] = {}
+        for u, v in self.edges:
+            succ[u][v] = pred[v][u] = {}
         return g
 
 
@@ -83,7 +89,8 @@ class _Ctx:
     li: int
     prev_store: int | None  # last store of the previous layer: activations ready in DRAM
     codebook_load: int | None
-    limit: dict  # buffer -> largest tile (bytes)
+    limit: dict  # buffer -> largest tile (bytes): half the buffer when double buffered
+    capacity: dict  # buffer -> bytes: an operand this size stays resident
 
     @property
     def act_bits(self):
@@ -144,8 +151,12 @@ def _tile_stationary(b: _Builder, x: _Ctx, weights_stationary: bool) -> int:
         x.too_small("output" if lim_out < x.psum_bytes(C) else strm_buf, "one streamed row")
     n_s = math.ceil(S / s_chunk)
     s_per_load = max(1, int(lim_strm // max(strm_bytes(s_chunk * R), 1)))
-    strm_resident = strm_bytes(S * Kred) <= lim_strm
-    psum_resident = nr == 1 or x.psum_bytes(S * C) <= lim_out
+    blk_len = s_per_load * s_chunk
+    # resident if all its transfers (each rounded up to whole bytes) fit at once
+    strm_total = sum(strm_bytes(min(blk_len, S - s0) * min(R, Kred - r * R))
+                     for r in range(nr) for s0 in range(0, S, blk_len))
+    strm_resident = strm_total <= x.capacity[strm_buf]
+    psum_resident = nr == 1 or x.psum_bytes(S * C) <= x.capacity["output"]
     first_act_dep = x.prev_store
     last_store = None
     unit_stat, unit_strm = f"dma.{stat_buf}", f"dma.{strm_buf}"
@@ -267,8 +278,10 @@ def _tile_output_stationary(b: _Builder, x: _Ctx) -> int:
     if x.act_bytes(R * C) > x.limit["output"]:
         x.too_small("output", f"one {R}x{C} output tile")
     n_k = math.ceil(Kred / k_chunk)
-    w_resident = x.w_bytes(Kred * N) <= lim_w
-    in_resident = x.in_dram_bytes(R * Kred) <= lim_in
+    k_lens = [min(k_chunk, Kred - k * k_chunk) for k in range(n_k)]
+    # resident if all its transfers (each rounded up to whole bytes) fit at once
+    w_resident = sum(x.w_bytes(kl * min(C, N - c * C)) for c in range(nc) for kl in k_lens) <= x.capacity["weight"]
+    in_resident = sum(x.in_dram_bytes(R * kl) for kl in k_lens) <= x.capacity["input"]
     first_act_dep = x.prev_store
     last_store = None
     recent_computes: list[int] = []
@@ -354,12 +367,13 @@ def tile(layers: list[LayerSpec], arch: ArchSpec) -> TileGraph:
     bufs = arch.buffers
     limit = {name: (spec.capacity_bytes // 2 if spec.double_buffered else spec.capacity_bytes)
              for name, spec in (("weight", bufs.weight), ("input", bufs.input), ("output", bufs.output))}
+    capacity = {name: getattr(bufs, name).capacity_bytes for name in limit}
     b = _Builder()
     prev_store = None
     prev_decode_end = None
     for li, L in enumerate(layers):
         cb_load = None
-        x = _Ctx(arch, L, li, prev_store, None, limit)
+        x = _Ctx(arch, L, li, prev_store, None, limit, capacity)
         if x.needs_decode:
             fmt = L.fmt
             if arch.codebook is None or arch.decoder is None:
