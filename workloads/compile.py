@@ -73,6 +73,10 @@ class _MetaShapeProp(ShapeProp):
     the meta device as they are used, so the real weights are never touched
     (BatchNorm in train mode updates only meta copies of its statistics)."""
 
+    def run_node(self, n: fx.Node) -> Any:
+        self.current = n  # for the error message if this node fails
+        return super().run_node(n)
+
     def get_attr(self, target, args, kwargs):
         return _meta(super().get_attr(target, args, kwargs))
 
@@ -180,14 +184,19 @@ def _symbolic_trace(model: nn.Module) -> fx.GraphModule:
 
 
 def _propagate_shapes(gm: fx.GraphModule, inputs: tuple) -> None:
-    # ShapeProp prints a traceback before re-raising; the ArchsimError below
-    # carries the cause in one line instead.
+    """Record node.meta['tensor_meta']. Ops whose output shape depends on
+    data (nonzero, boolean masks) cannot run on meta tensors and are refused."""
+    prop = _MetaShapeProp(gm)
     try:
+        # ShapeProp prints a traceback before re-raising; the ArchsimError
+        # below carries the cause in one line instead.
         with contextlib.redirect_stderr(io.StringIO()):
-            _MetaShapeProp(gm).propagate(*(_meta(x) for x in inputs))
+            prop.propagate(*(_meta(x) for x in inputs))
     except RuntimeError as e:
-        cause = e.__cause__ or e
-        raise ArchsimError(f"shape propagation failed: {e}: {cause}", field=type(gm).__name__) from e
+        cause = str(e.__cause__ or e).strip().splitlines()[0]
+        n = prop.current
+        where = n.target if n.op == "call_module" else n.name  # module qualified name if a module
+        raise ArchsimError(f"cannot infer output shapes here: {cause}", field=where) from e
 
 
 def trace(model: nn.Module, example_input, formats: Optional[Mapping[str, WeightFormat]] = None,
