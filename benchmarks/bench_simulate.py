@@ -1,0 +1,79 @@
+"""Simulator speed and memory: simulate() wall time and peak RSS for
+ResNet-18 and ResNet-50 on the 32x32 weight-stationary config, and the cost
+per tile-graph node across model sizes (it must stay flat: cost grows
+linearly with the number of tiles).
+
+Targets on the 2-core development machine (issue 2): ResNet-18 <= 1 s,
+ResNet-50 <= 3 s, <= 300 MB. For scale, SCALE-Sim v3 needs about 230 s and
+6 GB for ResNet-18 on the same array (../shared/reference/scalesim/README.md).
+
+Each model runs in a fresh process so that peak RSS is its own. `peak MB`
+is the whole process (importing torch alone is about 220 MB, the traced
+model about 125 MB more for ResNet-18); `sim MB` is what simulate() added.
+simulate s = tile + run + energy + report, best of --repeat, model pre-traced.
+Usage: python benchmarks/bench_simulate.py [--arch sa32_ws] [--repeat 3]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CHILD = r"""
+import json, resource, sys, time
+sys.path.insert(0, {root!r})
+from archsim.api import simulate
+from archsim.config import load_arch
+from workloads import zoo
+from workloads.compile import trace
+from workloads.tiling import tile
+from archsim.engine import run
+
+name, arch_name, repeat = {name!r}, {arch!r}, {repeat}
+arch = load_arch(arch_name)
+t0 = time.perf_counter()
+layers = trace(zoo.build(name), zoo.default_input(name))
+trace_s = time.perf_counter() - t0
+rss_traced_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+best = {{}}
+for _ in range(repeat):
+    t0 = time.perf_counter(); g = tile(layers, arch); t1 = time.perf_counter()
+    stats = run(g, arch); t2 = time.perf_counter()
+    report = simulate(layers, arch); t3 = time.perf_counter()
+    for k, v in (("tile_s", t1 - t0), ("run_s", t2 - t1), ("simulate_s", t3 - t2)):
+        best[k] = min(best.get(k, 1e9), v)
+rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps(dict(model=name, arch=arch_name, layers=len(layers), nodes=g.number_of_nodes(),
+                      total_cycles=stats.total_cycles, trace_s=trace_s, peak_rss_mb=rss_mb,
+                      simulate_rss_mb=rss_mb - rss_traced_mb,
+                      us_per_node=1e6 * best["simulate_s"] / g.number_of_nodes(), **best)))
+"""
+
+
+def measure(name: str, arch: str, repeat: int) -> dict:
+    out = subprocess.run([sys.executable, "-c", CHILD.format(root=str(ROOT), name=name, arch=arch, repeat=repeat)],
+                         check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--arch", default="sa32_ws")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--models", default="resnet18,resnet50,mobilenetv2,deit_tiny")
+    args = ap.parse_args()
+    print(f"{'model':12s} {'arch':8s} {'nodes':>7s} {'trace s':>8s} {'tile s':>7s} {'run s':>7s} "
+          f"{'simulate s':>10s} {'us/node':>8s} {'peak MB':>8s} {'sim MB':>7s}")
+    for name in args.models.split(","):
+        r = measure(name, args.arch, args.repeat)
+        print(f"{r['model']:12s} {r['arch']:8s} {r['nodes']:7d} {r['trace_s']:8.2f} {r['tile_s']:7.2f} "
+              f"{r['run_s']:7.2f} {r['simulate_s']:10.2f} {r['us_per_node']:8.1f} {r['peak_rss_mb']:8.0f} "
+              f"{r['simulate_rss_mb']:7.0f}")
+
+
+if __name__ == "__main__":
+    main()
