@@ -65,6 +65,32 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_sweep(args) -> int:
+    from archsim.config import load_arch
+    from archsim.dse import expand, parse_grid, pareto_front, sweep
+
+    grid = parse_grid(args.grid)
+    layers = _layers_from_args(args, load_arch(args.arch[0]))
+    total = len(expand(args.arch, grid))
+    print(f"{total} design points -> {args.out} (already there are skipped)")
+
+    def progress(row):
+        what = row["error"] or f"{row['latency_ms']:.3f} ms  {row['energy_uj']:.1f} uJ  {row['area_mm2']:.2f} mm^2"
+        print(f"  {row['arch']} {' '.join(row['overrides'])}: {what}", flush=True)
+
+    rows = sweep(layers, args.arch, grid, args.out, on_point=progress)
+    front = pareto_front(rows)
+    print(f"Pareto front (latency, energy) of {sum(1 for r in rows if not r['error'])} points:")
+    for r in front:
+        print(f"  {r['latency_ms']:9.3f} ms {r['energy_uj']:10.1f} uJ  {r['arch']} {' '.join(r['overrides'])}")
+    if args.plot:
+        from plots.pareto import plot_pareto
+
+        plot_pareto(rows, args.plot)
+        print(f"wrote {args.plot}")
+    return 0
+
+
 def cmd_validate(args) -> int:
     from archsim.config import load_arch
 
@@ -101,6 +127,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_arch_opts(r)
     r.set_defaults(func=cmd_run)
 
+    sw = sub.add_parser("sweep", help="design-space sweep over architecture fields; resumable")
+    sw.add_argument("--model", default="resnet18")
+    sw.add_argument("--topology", help="a SCALE-Sim topology CSV instead of --model")
+    sw.add_argument("--arch", action="append", default=None, help="base architecture(s) (repeatable; default sa32_ws)")
+    sw.add_argument("--grid", action="append", default=[], metavar="PATH=V1,V2",
+                    help="values of one field, e.g. --grid pe_array.rows=16,32,64 (repeatable: cartesian product)")
+    sw.add_argument("--weights", help="weight format for every layer, e.g. vq:k=256,d=16")
+    sw.add_argument("--out", default="archsim_out/sweep.jsonl", help="results, one JSON line per point")
+    sw.add_argument("--plot", help="write a latency-energy Pareto PNG here")
+    sw.set_defaults(func=cmd_sweep)
+
     v = sub.add_parser("validate", help="check an architecture YAML against the schema")
     v.add_argument("file")
     add_arch_opts(v)
@@ -113,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "cmd", None) == "sweep" and not args.arch:
+        args.arch = ["sa32_ws"]
     try:
         return args.func(args)
     except ArchsimError as e:

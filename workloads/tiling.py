@@ -156,7 +156,7 @@ def _tile_stationary(b: _Builder, x: _Ctx, weights_stationary: bool) -> int:
     strm_total = sum(strm_bytes(min(blk_len, S - s0) * min(R, Kred - r * R))
                      for r in range(nr) for s0 in range(0, S, blk_len))
     strm_resident = strm_total <= x.capacity[strm_buf]
-    psum_resident = nr == 1 or x.psum_bytes(S * C) <= x.capacity["output"]
+    psum_resident = nr == 1 or x.psum_bytes(S * min(C, ncol)) <= x.capacity["output"]
     first_act_dep = x.prev_store
     last_store = None
     unit_stat, unit_strm = f"dma.{stat_buf}", f"dma.{strm_buf}"
