@@ -97,3 +97,14 @@ def test_compress_mvq_with_finetune_keeps_mask():
     assert tuned.formats["0"] == base.formats["0"]
     with pytest.raises(ValueError):
         compress(model, "mvq", finetune_steps=2)  # needs calib
+
+
+def test_masked_assign_matches_brute_force():
+    g = torch.Generator().manual_seed(9)
+    m = (torch.rand(3000, 16, generator=g) > 0.5).float()
+    x = torch.randn(3000, 16, generator=g) * m
+    codebook = torch.randn(64, 16, generator=g)
+    idx, dist = masked_assign(x, m, codebook)
+    full = (m.unsqueeze(1) * (x.unsqueeze(1) - codebook.unsqueeze(0)) ** 2).sum(-1)  # [V, k]
+    assert torch.allclose(full.gather(1, idx[:, None]).squeeze(1), full.min(1).values, atol=1e-4)
+    assert torch.allclose(dist, full.min(1).values, atol=1e-4)

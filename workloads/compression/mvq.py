@@ -37,11 +37,32 @@ def masked_distances(x: torch.Tensor, m: torch.Tensor, codebook: torch.Tensor) -
 def masked_assign(x: torch.Tensor, m: torch.Tensor, codebook: torch.Tensor,
                   chunk_rows: int = 32768) -> tuple:
     """Masked nearest codeword per sub-vector. Returns (indices [V], full
-    masked squared distance to that codeword [V])."""
+    masked squared distance to that codeword [V]).
+
+    The masked distance, less its per-row constant, is an inner product:
+    sum_i m_vi c_ji^2 - 2 sum_i x_vi c_ji = <[m_v, x_v], [c_j^2, -2 c_j]>, so
+    the argmin is a maximum-inner-product search of [m_v, x_v] against
+    [-c_j^2, 2 c_j]: faiss's exact flat IP search does it about 20x faster than
+    two torch matmuls + min (the torch path is the fallback without faiss)."""
     v = x.shape[0]
+    xsq = (x * x).sum(1)  # rows of x are zero where masked, so this is sum_i m w^2
+    try:
+        import faiss
+    except ImportError:
+        faiss = None
+    if faiss is not None:
+        from ._common import faiss_threads
+        query = torch.cat([m, x], 1).float().contiguous().numpy()
+        base = torch.cat([-(codebook * codebook), 2.0 * codebook], 1).float().contiguous().numpy()
+        index = faiss.IndexFlatIP(base.shape[1])
+        index.add(base)
+        with faiss_threads(1):
+            ip, idx = index.search(query, 1)
+        idx = torch.from_numpy(idx[:, 0].astype("int64"))
+        best = (xsq - torch.from_numpy(ip[:, 0])).clamp_min(0)
+        return idx, best
     idx = torch.empty(v, dtype=torch.long)
     best = torch.empty(v, dtype=x.dtype)
-    xsq = (x * x).sum(1)  # rows of x are zero where masked, so this is sum_i m w^2
     for s in range(0, v, chunk_rows):
         dist = masked_distances(x[s:s + chunk_rows], m[s:s + chunk_rows], codebook)
         val, i = dist.min(1)
