@@ -69,25 +69,37 @@ def nearest_values(t: torch.Tensor, vals: torch.Tensor) -> torch.Tensor:
     return torch.where((t - lo).abs() <= (hi - t).abs(), lo, hi)
 
 
+@lru_cache(maxsize=None)
+def nearest_tables(weight_bits: int, n: int) -> tuple:
+    """For integer targets 0..2^B-1: nearest representable magnitude [nS, 2^B]
+    and its squared error [nS, 2^B] under every position set. The targets
+    are B-bit integers, so a table lookup replaces a search per weight."""
+    _, vals, _ = position_sets(weight_bits, n)
+    t = torch.arange(2 ** weight_bits, dtype=torch.float32).unsqueeze(0).expand(vals.shape[0], -1)
+    near = nearest_values(t, vals)
+    return near, (near - t) ** 2
+
+
 def best_sets(t: torch.Tensor, weight_bits: int, n: int, chunk_elems: int = 1 << 22) -> tuple:
-    """Exhaustive search for groups t [Ng, G] (integer magnitudes as float).
-    Returns (set index per group [Ng], error per group [Ng], q [Ng, G])."""
-    sets, vals, _ = position_sets(weight_bits, n)
-    n_sets = vals.shape[0]
+    """Exhaustive search for groups t [Ng, G] of integer magnitudes in
+    0..2^B-1 (as float). Returns (set index per group [Ng], squared error per
+    group [Ng], q [Ng, G] the nearest representable magnitudes)."""
+    near_tab, err_tab = nearest_tables(weight_bits, n)
+    n_sets = near_tab.shape[0]
     ng, g = t.shape
+    ti = t.to(torch.long)
+    if not torch.equal(ti.to(t.dtype), t) or ti.min() < 0 or ti.max() >= 2 ** weight_bits:
+        raise ValueError(f"targets must be integers in 0..{2 ** weight_bits - 1}")
     rows_per_chunk = max(1, chunk_elems // (n_sets * g))
     best = torch.empty(ng, dtype=torch.long)
     err = torch.empty(ng)
-    q = torch.empty_like(t)
     for s in range(0, ng, rows_per_chunk):
-        tc = t[s:s + rows_per_chunk]
-        flat = tc.reshape(1, -1).expand(n_sets, -1)
-        near = nearest_values(flat, vals)  # [nS, ng*G]
-        e = ((near - flat) ** 2).reshape(n_sets, tc.shape[0], g).sum(-1)  # [nS, ng]
+        tc = ti[s:s + rows_per_chunk]
+        e = err_tab[:, tc.reshape(-1)].reshape(n_sets, tc.shape[0], g).sum(-1)  # [nS, ng]
         ev, ei = e.min(0)  # first minimum: deterministic tie-break
         best[s:s + rows_per_chunk] = ei
         err[s:s + rows_per_chunk] = ev
-        q[s:s + rows_per_chunk] = near.reshape(n_sets, tc.shape[0], g)[ei, torch.arange(tc.shape[0])]
+    q = near_tab[best.unsqueeze(1), ti]
     return best, err, q
 
 
