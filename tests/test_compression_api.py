@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from workloads.compression import METHODS, CompressionResult, compress
+from archsim.errors import ArchsimError
+from workloads.compression import METHODS, CompressionError, CompressionResult, compress
 from workloads.formats import WeightFormat, format_from_dict
 
 
@@ -39,8 +40,15 @@ def model_and_calib():
 
 def test_registry_covers_all_methods():
     assert set(METHODS) == set(SMALL)
-    with pytest.raises(ValueError, match="unknown compression method"):
+    with pytest.raises(ArchsimError, match="unknown compression method") as e:
         compress(nn.Linear(2, 2), "magic")
+    assert e.value.field == "method"
+    with pytest.raises(CompressionError) as e:
+        compress(nn.Linear(2, 2), "vq", kk=3)  # a typo is an error, not silently ignored
+    assert e.value.field == "kk" and isinstance(e.value, ValueError)
+    with pytest.raises(CompressionError) as e:
+        compress(nn.Linear(2, 2), "swis", policy="best")
+    assert e.value.field == "policy"
 
 
 @pytest.mark.parametrize("method", sorted(SMALL))

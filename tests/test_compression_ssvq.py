@@ -92,7 +92,8 @@ def test_frozen_signs_never_change_during_training():
             for later in history[t + 1:]:
                 assert (later[1][name] >= frozen_t).all()  # once frozen, stays frozen
                 assert torch.equal(later[0][name][frozen_t], signs_t[frozen_t])
-        assert torch.equal(states[name]["sign"][states[name]["frozen"]], history[-1][0][name][states[name]["frozen"]])
+        frozen = states[name]["frozen"]
+        assert torch.equal(states[name]["sign"][frozen], history[-1][0][name][frozen])
 
 
 def test_compress_ssvq_trains_and_is_deterministic():

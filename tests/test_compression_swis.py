@@ -72,7 +72,8 @@ def test_exhaustive_search_is_optimal():
     for r in range(12):
         brute = []
         for s in itertools.combinations(range(6), 2):
-            reps = sorted({sum(b * 2 ** p for b, p in zip(bits, s)) for bits in itertools.product((0, 1), repeat=2)})
+            reps = sorted({sum(b * 2 ** p for b, p in zip(bits, s))
+                           for bits in itertools.product((0, 1), repeat=2)})
             brute.append(sum(min((v - x) ** 2 for v in reps) for x in t[r].tolist()))
         assert err[r].item() == pytest.approx(min(brute))
         assert ((t[r] - q[r]) ** 2).sum().item() == pytest.approx(min(brute))

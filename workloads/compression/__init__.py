@@ -30,9 +30,11 @@ for the compressed layers; biases stay FP32 and are not counted.
 """
 from __future__ import annotations
 
+import inspect
+
 import torch
 
-from ._common import CompressionResult
+from ._common import CompressionError, CompressionResult
 from .mvq import compress_mvq
 from .nm import compress_nm
 from .pq import compress_pq
@@ -63,7 +65,13 @@ def compress(model, method: str, calib=None, seed: int = 0, num_threads=None, **
     try:
         fn = METHODS[method]
     except KeyError:
-        raise ValueError(f"unknown compression method {method!r}; known: {sorted(METHODS)}") from None
+        raise CompressionError(f"unknown compression method {method!r}; known: {sorted(METHODS)}",
+                               field="method") from None
+    accepted = set(inspect.signature(fn).parameters) - {"model", "calib", "seed"}
+    unknown = sorted(set(params) - accepted)
+    if unknown:
+        raise CompressionError(f"{method} takes no parameter {unknown[0]!r}; it takes {sorted(accepted)}",
+                               field=unknown[0])
     if num_threads is None:
         return fn(model, calib=calib, seed=seed, **params)
     prev = torch.get_num_threads()
@@ -74,4 +82,4 @@ def compress(model, method: str, calib=None, seed: int = 0, num_threads=None, **
         torch.set_num_threads(prev)
 
 
-__all__ = ["compress", "METHODS", "CompressionResult"]
+__all__ = ["compress", "METHODS", "CompressionResult", "CompressionError"]

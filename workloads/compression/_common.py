@@ -27,10 +27,19 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from archsim.errors import ArchsimError
+
 from ..formats import WeightFormat
 
 # Layers every weight method compresses; anything else keeps its weights.
 COMPRESSIBLE = (nn.Conv1d, nn.Conv2d, nn.Linear)
+
+
+class CompressionError(ArchsimError, ValueError):
+    """A user mistake in a compression call (unknown method or parameter, a
+    value out of range, missing calibration data). It is the project's one
+    user-error type (the CLI prints it in one line) and, for callers that
+    think in Python terms, a ValueError. `field` names the parameter."""
 
 
 @dataclass
@@ -56,7 +65,7 @@ def to_rows(w: torch.Tensor) -> torch.Tensor:
             return w.reshape(w.shape[0], -1)
         perm = (0, 2, 1) if w.dim() == 3 else (0, 2, 3, 1)
         return w.permute(*perm).reshape(-1, w.shape[1])
-    raise ValueError(f"unsupported weight rank {w.dim()} (shape {tuple(w.shape)})")
+    raise CompressionError(f"unsupported weight rank {w.dim()} (shape {tuple(w.shape)})", field="model")
 
 
 def from_rows(rows: torch.Tensor, shape) -> torch.Tensor:
@@ -213,7 +222,7 @@ def target_layers(model: nn.Module, skip_layers: Iterable[str] = ()) -> list:
     skip = set(skip_layers)
     unknown = skip - {n for n, _ in model.named_modules()}
     if unknown:
-        raise ValueError(f"skip_layers names no module: {sorted(unknown)}")
+        raise CompressionError(f"names no module: {sorted(unknown)}", field="skip_layers")
     return [(n, m) for n, m in model.named_modules()
             if isinstance(m, COMPRESSIBLE) and n not in skip]
 
@@ -273,7 +282,7 @@ def calib_batches(calib, steps: int):
     """Yield `steps` (inputs, labels) batches, cycling over `calib`."""
     batches = list(calib) if not isinstance(calib, list) else calib
     if not batches:
-        raise ValueError("calib is empty")
+        raise CompressionError("is empty", field="calib")
     for b in itertools.islice(itertools.cycle(batches), steps):
         yield b[0], b[1]
 

@@ -23,7 +23,7 @@ from typing import Optional
 import torch
 
 from ..formats import MVQFormat, nm_mask_bits_per_group
-from ._common import (CompressionResult, compress_weights, finetune, from_rows, quant_sym,
+from ._common import (CompressionError, CompressionResult, compress_weights, finetune, from_rows, quant_sym,
                       run_len_of, summarize, sym_scale, target_layers)
 from .nm import nm_prune_tensor
 
@@ -125,7 +125,7 @@ def masked_kmeans(x: torch.Tensor, m: torch.Tensor, k: int, niter: int = 25, see
     elif init == "random":
         c = x[torch.randperm(v, generator=gen)[:k]].clone()
     else:
-        raise ValueError(f"init must be 'kmeans++' or 'random', got {init!r}")
+        raise CompressionError(f"must be 'kmeans++' or 'random', got {init!r}", field="init")
     idx = None
     for _ in range(niter):
         new_idx, dist = masked_assign(x, m, c, chunk_rows)
@@ -178,7 +178,7 @@ def compress_mvq(model, calib=None, seed=0, n: int = 2, m: int = 4, k: int = 256
     codebook). finetune_steps > 0 needs `calib` ((inputs, labels) batches)."""
     nm_mask_bits_per_group(n, m, mask_encoding)
     if finetune_steps and calib is None:
-        raise ValueError("mvq: finetune_steps > 0 needs calib data")
+        raise CompressionError("mvq: finetune_steps > 0 needs calib data", field="calib")
     params = dict(n=n, m=m, k=k, d=d, codebook_bits=codebook_bits, niter=niter, init=init,
                   mask_encoding=mask_encoding, scale_bits=scale_bits,
                   finetune_steps=finetune_steps, lr=lr, skip_layers=tuple(skip_layers))

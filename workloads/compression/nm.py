@@ -13,7 +13,7 @@ from typing import Callable, Optional, Union
 import torch
 
 from ..formats import NMFormat, nm_mask_bits_per_group
-from ._common import (CompressionResult, compress_weights, from_rows, pad_cols,
+from ._common import (CompressionError, CompressionResult, compress_weights, from_rows, pad_cols,
                       run_len_of, summarize, to_rows)
 from .uniform import quantize_int_tensor
 
@@ -25,7 +25,7 @@ def nm_mask_rows(rows: torch.Tensor, n: int, m: int, importance: Optional[torch.
     if rows.shape[1] % m:
         raise ValueError(f"row length {rows.shape[1]} is not a multiple of m={m}")
     if not 0 < n <= m:
-        raise ValueError(f"N:M needs 0 < N <= M, got {n}:{m}")
+        raise CompressionError(f"N:M needs 0 < N <= M, got {n}:{m}", field="n")
     imp = rows.abs() if importance is None else importance
     r, length = rows.shape
     g = imp.reshape(r, length // m, m)
@@ -52,7 +52,7 @@ def nm_prune_tensor(w: torch.Tensor, n: int = 2, m: int = 4, pad_multiple: Optio
     elif callable(importance):
         imp = pad_cols(to_rows(importance(w)), pad_multiple)
     else:
-        raise ValueError(f"importance must be 'magnitude' or a callable, got {importance!r}")
+        raise CompressionError(f"must be 'magnitude' or a callable, got {importance!r}", field="importance")
     # padding must lose against every real weight, including zeros
     if length % pad_multiple:
         imp = imp.clone()

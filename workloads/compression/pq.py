@@ -28,7 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..formats import PQFormat
-from ._common import CompressionResult, kmeans_faiss, quant_sym, summarize, target_layers
+from ._common import CompressionError, CompressionResult, kmeans_faiss, quant_sym, summarize, target_layers
 
 
 class PQLayer(nn.Module):
@@ -38,7 +38,7 @@ class PQLayer(nn.Module):
                  k_in: int, distance: str = "l2", chunk_rows: int = 16384):
         super().__init__()
         if distance not in ("l2", "l1"):
-            raise ValueError(f"distance must be 'l2' or 'l1', got {distance!r}")
+            raise CompressionError(f"must be 'l2' or 'l1', got {distance!r}", field="distance")
         self.register_buffer("prototypes", prototypes.detach().clone().float())
         self.register_buffer("lut", lut.detach().clone().float())
         self.register_buffer("bias", None if bias is None else bias.detach().clone().float())
@@ -200,7 +200,7 @@ def collect_columns(model: nn.Module, layers: dict, calib, max_columns: int, see
         model.train(was_training)
     missing = [n for n, c in keep.items() if c is None]
     if missing:
-        raise ValueError(f"pq: calibration never reached layers {missing}")
+        raise CompressionError(f"pq: calibration never reached layers {missing}", field="calib")
     return keep
 
 
@@ -214,7 +214,7 @@ def compress_pq(model, calib=None, seed=0, Ls: int = 9, Np: int = 16, proto_bits
     and per-layer "output_mse" are the layer-output errors on the sampled
     calibration columns."""
     if calib is None:
-        raise ValueError("pq needs calib data (activations to cluster)")
+        raise CompressionError("pq needs calib data (activations to cluster)", field="calib")
     t0 = time.perf_counter()
     params = dict(Ls=Ls, Np=Np, proto_bits=proto_bits, lut_bits=lut_bits, niter=niter,
                   max_columns=max_columns, max_batches=max_batches, distance=distance,

@@ -25,7 +25,7 @@ from typing import Callable, Optional
 import torch
 
 from ..formats import SSVQFormat
-from ._common import (CompressionResult, assign_nearest, compress_weights, finetune, from_rows,
+from ._common import (CompressionError, CompressionResult, assign_nearest, compress_weights, finetune, from_rows,
                       kmeans_faiss, pad_cols, quant_unsigned, run_len_of, summarize, to_rows)
 
 
@@ -49,7 +49,7 @@ class SignFreezer:
     def __init__(self, init_sign: torch.Tensor, interval: int, total_steps: int,
                  flip_rate_start: float = 0.1, flip_rate_end: float = 0.01):
         if interval < 1:
-            raise ValueError("freeze_interval must be >= 1")
+            raise CompressionError("must be >= 1", field="freeze_interval")
         self.interval = interval
         self.total_steps = max(1, total_steps)
         self.flip_rate_start = flip_rate_start

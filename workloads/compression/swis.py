@@ -41,7 +41,7 @@ from typing import Callable, Union
 import torch
 
 from ..formats import SWISFormat, _ceil_log2
-from ._common import (CompressionResult, channel_shape, compress_weights, finetune, from_rows,
+from ._common import (CompressionError, CompressionResult, channel_shape, compress_weights, finetune, from_rows,
                       pad_cols, run_len_of, summarize, target_layers, to_rows)
 
 
@@ -107,9 +107,9 @@ def best_sets(t: torch.Tensor, weight_bits: int, n: int, chunk_elems: int = 1 <<
 
 def policy_uniform(err_table: torch.Tensor, n_min: int, shared_bits: float) -> torch.Tensor:
     if shared_bits != int(shared_bits):
-        raise ValueError(f"policy 'uniform' needs an integer shared_bits, got {shared_bits}")
+        raise CompressionError(f"policy 'uniform' needs an integer, got {shared_bits}", field="shared_bits")
     if not n_min <= shared_bits < n_min + err_table.shape[1]:
-        raise ValueError("shared_bits outside [n_min, n_max]")
+        raise CompressionError("outside [n_min, n_max]", field="shared_bits")
     return torch.full((err_table.shape[0],), int(shared_bits), dtype=torch.long)
 
 
@@ -117,7 +117,7 @@ def policy_greedy(err_table: torch.Tensor, n_min: int, shared_bits: float) -> to
     ng, nn_ = err_table.shape
     budget = int(round(shared_bits * ng)) - n_min * ng
     if not 0 <= budget <= ng * (nn_ - 1):
-        raise ValueError(f"shared_bits={shared_bits} outside [n_min, n_max] for policy 'greedy'")
+        raise CompressionError(f"{shared_bits} outside [n_min, n_max] for policy 'greedy'", field="shared_bits")
     gains = (err_table[:, :-1] - err_table[:, 1:]).double()
     gains = torch.cummin(gains, dim=1).values  # non-increasing per group
     order = torch.sort(gains.flatten(), descending=True, stable=True).indices[:budget]
@@ -143,7 +143,8 @@ def swis_tensor(w: torch.Tensor, group_size: int = 8, shared_bits: float = 3, we
     if policy == "uniform":
         n_min = n_max = int(shared_bits)  # one N: search only that
     if not 0 <= n_min <= n_max <= weight_bits:
-        raise ValueError(f"need 0 <= n_min <= n_max <= weight_bits, got {n_min}, {n_max}, {weight_bits}")
+        raise CompressionError(f"need 0 <= n_min <= n_max <= weight_bits, got {n_min}, {n_max}, {weight_bits}",
+                               field="n_min")
     qmax = 2 ** weight_bits - 1
     amax = w.abs().reshape(w.shape[0], -1).amax(1).reshape(channel_shape(w))
     scale = torch.where(amax > 0, amax / qmax, torch.ones_like(amax))
@@ -206,9 +207,10 @@ def compress_swis(model, calib=None, seed=0, group_size: int = 8, shared_bits: f
     """SWIS of every Conv/Linear (defaults G=8, N=3 of B=8, uniform N).
     retrain_steps > 0 needs calib ((inputs, labels) batches)."""
     if retrain_steps and calib is None:
-        raise ValueError("swis: retrain_steps > 0 needs calib data")
+        raise CompressionError("swis: retrain_steps > 0 needs calib data", field="calib")
     if isinstance(policy, str) and policy not in SWIS_POLICIES:
-        raise ValueError(f"policy must be one of {sorted(SWIS_POLICIES)} or a callable, got {policy!r}")
+        raise CompressionError(f"must be one of {sorted(SWIS_POLICIES)} or a callable, got {policy!r}",
+                               field="policy")
     params = dict(group_size=group_size, shared_bits=shared_bits, weight_bits=weight_bits,
                   policy=policy if isinstance(policy, str) else "callable", n_min=n_min, n_max=n_max,
                   retrain_steps=retrain_steps, lr=lr, scale_bits=scale_bits, skip_layers=tuple(skip_layers))

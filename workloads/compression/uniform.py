@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from ..formats import DenseFormat, TruncFormat
-from ._common import CompressionResult, compress_weights, summarize, sym_scale
+from ._common import CompressionError, CompressionResult, compress_weights, summarize, sym_scale
 
 
 def quantize_int_tensor(w: torch.Tensor, bits: int = 8) -> tuple:
@@ -18,7 +18,7 @@ def quantize_int_tensor(w: torch.Tensor, bits: int = 8) -> tuple:
     2^(b-1)-1), s = max|w_channel| / (2^(b-1)-1). Returns (w_hat, q, scale);
     |w - w_hat| <= s/2 everywhere (no clipping: the max maps to qmax)."""
     if not 2 <= bits <= 16:
-        raise ValueError(f"bits must be in 2..16, got {bits}")
+        raise CompressionError(f"must be in 2..16, got {bits}", field="bits")
     qmax = 2 ** (bits - 1) - 1
     scale = sym_scale(w, bits, per_channel=True)
     q = torch.clamp(torch.round(w / scale), -qmax, qmax)
@@ -32,7 +32,7 @@ def truncate_tensor(w: torch.Tensor, bits: int = 4, source_bits: int = 8) -> tup
     truncation a bit-serial design gets by skipping the last cycles).
     Returns (w_hat, q_trunc, scale)."""
     if not 2 <= bits <= source_bits:
-        raise ValueError(f"bits must be in 2..source_bits={source_bits}, got {bits}")
+        raise CompressionError(f"must be in 2..source_bits={source_bits}, got {bits}", field="bits")
     _, q, scale = quantize_int_tensor(w, source_bits)
     drop = source_bits - bits
     mag = q.abs().to(torch.int64)
