@@ -6,7 +6,8 @@ Outputs (by default):
   workloads/checkpoints/fmnist_cnn.json  test accuracy (full 10k), epochs,
                                          wall time, seed, params, torch version
 
-Sized for ~5-6 minutes on 2 CPU cores: SGD + Nesterov with a one-cycle LR
+Sized for ~7 minutes on 2 idle CPU cores (~25 s per epoch; much longer when
+the cores are shared with other jobs): SGD + Nesterov with a one-cycle LR
 schedule converges in few epochs; light augmentation (random +-2 px shift,
 horizontal flip) is done on whole batches with tensor indexing, so it costs
 almost nothing next to the convolutions.
