@@ -5,7 +5,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 from archsim.cli import main
 
@@ -82,7 +81,6 @@ def test_unsupported_layer(capsys, tmp_path, monkeypatch):
         def forward(self, x):
             return self.deconv(x)
 
-    import torch
 
     monkeypatch.setitem(zoo.MODELS, "deconv_net", zoo.ZooEntry(lambda **kw: Net(), (1, 5, 5)))
     err = _user_error(capsys, ["run", "--model", "deconv_net", "--out", str(tmp_path)])

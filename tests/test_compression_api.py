@@ -11,16 +11,6 @@ from workloads.compression import METHODS, CompressionError, CompressionResult, 
 from workloads.formats import WeightFormat, format_from_dict
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    # the 2 CPU cores are shared: torch's OpenMP threads spin-wait on a busy
-    # partner core, and small problems run many times faster on one thread
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
-
-
 SMALL = {  # small settings so the suite stays fast
     "int": {}, "trunc": {}, "nm": {}, "vq": {"k": 16}, "mvq": {"k": 16, "d": 8},
     "ssvq": {"k": 16, "d": 8, "steps": 2, "freeze_interval": 1}, "pq": {"Np": 8, "max_columns": 128},

@@ -10,16 +10,6 @@ from workloads.compression.nm import nm_prune_tensor
 from workloads.compression.mvq import masked_assign, masked_centroids, masked_kmeans, mvq_tensor
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    # the 2 CPU cores are shared: torch's OpenMP threads spin-wait on a busy
-    # partner core, and small problems run many times faster on one thread
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
-
-
 def test_centroid_is_mean_of_unpruned_entries():
     x = torch.tensor([[1.0, 100.0], [3.0, 5.0], [2.0, -7.0]])
     m = torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, 1.0]])

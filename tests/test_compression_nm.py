@@ -9,16 +9,6 @@ from workloads.compression._common import to_rows
 from workloads.compression.nm import nm_mask_rows, nm_prune_tensor
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    # the 2 CPU cores are shared: torch's OpenMP threads spin-wait on a busy
-    # partner core, and small problems run many times faster on one thread
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
-
-
 @pytest.mark.parametrize("n,m", [(2, 4), (1, 4), (2, 8)])
 def test_mask_is_n_of_m(n, m):
     g = torch.Generator().manual_seed(1)

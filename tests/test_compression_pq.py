@@ -1,7 +1,6 @@
 """PQ of activations (PQA): the LUT module computes exactly the product of
 the selected prototypes with the weights, equals the convolution when the
 activations are prototypes, and the format counts prototypes + LUTs."""
-import math
 
 import pytest
 import torch
@@ -10,16 +9,6 @@ import torch.nn.functional as F
 
 from workloads.compression import compress
 from workloads.compression.pq import PQConv2d, PQLinear, build_pq_layer, layer_columns, weight_matrix
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    # the 2 CPU cores are shared: torch's OpenMP threads spin-wait on a busy
-    # partner core, and small problems run many times faster on one thread
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
 
 
 def _conv_and_cols(k=3, stride=1, cin=4, cout=6, seed=0):

@@ -12,16 +12,6 @@ from workloads.compression.ssvq import (SignFreezer, sign_of, ssvq_init_tensor, 
                                         ste_sign, train_ssvq)
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    # the 2 CPU cores are shared: torch's OpenMP threads spin-wait on a busy
-    # partner core, and small problems run many times faster on one thread
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
-
-
 def test_ste_sign_forward_and_gradient():
     x = torch.tensor([-0.3, 0.0, 2.0], requires_grad=True)
     y = ste_sign(x)

@@ -13,16 +13,6 @@ from workloads.compression.swis import (best_sets, policy_greedy, policy_uniform
                                         swis_project, swis_tensor)
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    # the 2 CPU cores are shared: torch's OpenMP threads spin-wait on a busy
-    # partner core, and small problems run many times faster on one thread
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
-
-
 def _w(shape=(8, 16, 3, 3), seed=0):
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
 

@@ -5,16 +5,6 @@ import torch
 from workloads.compression.uniform import quantize_int_tensor, truncate_tensor
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    # the 2 CPU cores are shared: torch's OpenMP threads spin-wait on a busy
-    # partner core, and small problems run many times faster on one thread
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
-
-
 @pytest.fixture
 def w():
     g = torch.Generator().manual_seed(0)

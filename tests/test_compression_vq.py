@@ -9,16 +9,6 @@ from workloads.compression._common import from_rows, to_rows
 from workloads.compression.vq import vq_tensor
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    # the 2 CPU cores are shared: torch's OpenMP threads spin-wait on a busy
-    # partner core, and small problems run many times faster on one thread
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
-
-
 def test_rows_layout_round_trip():
     w = torch.arange(2 * 3 * 2 * 2, dtype=torch.float32).reshape(2, 3, 2, 2)
     rows = to_rows(w)

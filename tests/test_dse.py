@@ -1,6 +1,5 @@
 """Design-space sweeps: every grid point once, results appended as they come,
 and an interrupted sweep resumes where it stopped."""
-import json
 
 import pytest
 

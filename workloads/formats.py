@@ -10,7 +10,7 @@ Each format answers three questions and the simulator never re-derives them:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 def _ceil_log2(k: int) -> int:

@@ -42,7 +42,6 @@ import networkx as nx
 from archsim.config import ArchSpec
 from archsim.errors import ArchsimError
 
-from .formats import WeightFormat
 from .layer_spec import LayerSpec
 
 TileGraph = nx.DiGraph

@@ -29,7 +29,6 @@ import torch.nn.functional as F
 
 from archsim.errors import ArchsimError
 
-from ..formats import WeightFormat
 
 # Layers every weight method compresses; anything else keeps its weights.
 COMPRESSIBLE = (nn.Conv1d, nn.Conv2d, nn.Linear)
@@ -279,12 +278,14 @@ def compress_weights(model: nn.Module, method: str, params: dict,
 # ----------------------------------------------------------------------------
 
 def calib_batches(calib, steps: int):
-    """Yield `steps` (inputs, labels) batches, cycling over `calib`."""
-    batches = list(calib) if not isinstance(calib, list) else calib
-    if not batches:
-        raise CompressionError("is empty", field="calib")
-    for b in itertools.islice(itertools.cycle(batches), steps):
+    """Yield `steps` (inputs, labels) batches, cycling over `calib`. Streams:
+    a generator (even an endless one) is read only as far as it is needed."""
+    n = 0
+    for b in itertools.islice(itertools.cycle(calib), steps):
+        n += 1
         yield b[0], b[1]
+    if steps > 0 and n == 0:
+        raise CompressionError("is empty", field="calib")
 
 
 def finetune(model: nn.Module, build_weights: Callable[[], dict], params: list,

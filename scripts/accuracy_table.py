@@ -1,0 +1,124 @@
+"""Accuracy of every compression method on a real model and real data.
+
+Compresses the shipped Fashion-MNIST CNN (workloads/checkpoints/fmnist_cnn.pt)
+with every method at matched bits-per-weight points and evaluates top-1 on the
+full 10k test set. Writes benchmarks/accuracy_fmnist.csv and .md.
+
+Bits/weight count everything stored for the compressed layers (indices,
+codebooks, masks, signs, shift tables, per-channel scales, prototypes, LUTs;
+see workloads/compression). Methods that train (MVQ codebook fine-tuning,
+SSVQ signs, SWIS STE retraining, PQ prototypes) use training-set batches only.
+
+Usage: python scripts/accuracy_table.py [--quick] [--out benchmarks/accuracy_fmnist]
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from workloads.compression import compress  # noqa: E402
+from workloads.datasets import iterate_batches, load_fashion_mnist  # noqa: E402
+from workloads.zoo.fmnist_cnn import evaluate_accuracy, load_fmnist_cnn  # noqa: E402
+
+# (point, method, params): points group configurations of about the same bits/weight
+CONFIGS = [
+    ("fp32", "none", {}),
+    ("8 b", "int", dict(bits=8)),
+    ("~4 b", "int", dict(bits=4)),
+    ("~4 b", "trunc", dict(bits=4)),
+    ("~4 b", "swis", dict(group_size=8, shared_bits=2)),
+    ("~4 b", "swis", dict(group_size=8, shared_bits=3)),
+    ("~4 b", "vq", dict(k=256, d=2)),
+    ("~2 b", "int", dict(bits=2)),
+    ("~2 b", "trunc", dict(bits=2)),
+    ("~2 b", "swis", dict(group_size=8, shared_bits=1)),
+    ("~2 b", "swis", dict(group_size=8, shared_bits=1, retrain_steps=300, lr=1e-3)),
+    ("~2 b", "vq", dict(k=256, d=4)),
+    ("~2 b", "vq", dict(k=256, d=8)),
+    ("~2 b", "mvq", dict(n=2, m=4, k=256, d=8)),
+    ("~2 b", "ssvq", dict(k=256, d=8, steps=0)),
+    ("~2 b", "mvq", dict(n=2, m=4, k=256, d=8, finetune_steps=300, lr=1e-3)),
+    ("~2 b", "ssvq", dict(k=256, d=8, steps=600, freeze_interval=100)),
+    ("~1.5 b", "vq", dict(k=64, d=4)),
+    ("~1.5 b", "mvq", dict(n=2, m=4, k=256, d=16)),
+    ("~1.5 b", "mvq", dict(n=2, m=4, k=256, d=16, finetune_steps=300, lr=1e-3)),
+    ("~1.5 b", "ssvq", dict(k=256, d=16, steps=600, freeze_interval=100)),
+    ("PQ", "pq", dict(Ls=9, Np=16, max_batches=32)),
+    ("PQ", "pq", dict(Ls=9, Np=16, proto_bits=6, lut_bits=5, max_batches=32)),
+]
+
+
+def calib_loader(images, labels, batch: int, seed: int):
+    """One seeded, shuffled epoch of training batches; training methods cycle
+    it as far as their step count needs, PQ samples `max_batches` of it."""
+    gen = torch.Generator().manual_seed(seed)
+    return iterate_batches(images, labels, batch, shuffle=True, generator=gen, drop_last=True)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "accuracy_fmnist"))
+    ap.add_argument("--quick", action="store_true", help="2000 test images, fewer training steps (smoke run)")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+
+    x_tr, y_tr = load_fashion_mnist("train", as_tensor=True, normalize=True)
+    x_te, y_te = load_fashion_mnist("test", as_tensor=True, normalize=True)
+    if args.quick:
+        x_te, y_te = x_te[:2000], y_te[:2000]
+    base = load_fmnist_cnn()
+    base_acc = evaluate_accuracy(base, x_te, y_te)
+    rows = []
+    for point, method, params in CONFIGS:
+        params = dict(params)
+        if args.quick:
+            for key in ("steps", "finetune_steps", "retrain_steps"):
+                if key in params:
+                    params[key] = min(params[key], 20)
+            if "freeze_interval" in params:
+                params["freeze_interval"] = 5
+        t0 = time.perf_counter()
+        if method == "none":
+            model, info = base, {"bits_per_weight": 32.0, "compression_vs_fp32": 1.0, "compression_vs_int8": 0.25,
+                                 "weight_mse": 0.0}
+        else:
+            res = compress(base, method, calib=calib_loader(x_tr, y_tr, 128, args.seed), seed=args.seed, **params)
+            model, info = res.model, res.info
+        wall_s = time.perf_counter() - t0
+        acc = evaluate_accuracy(model, x_te, y_te)
+        row = dict(point=point, method=method, settings=" ".join(f"{k}={v}" for k, v in params.items()),
+                   bits_per_weight=round(info["bits_per_weight"], 3),
+                   ratio_vs_fp32=round(info["compression_vs_fp32"], 2),
+                   ratio_vs_int8=round(info["compression_vs_int8"], 2),
+                   top1=round(100 * acc, 2), delta_vs_fp32=round(100 * (acc - base_acc), 2),
+                   weight_mse=float(f"{info['weight_mse']:.3g}"), wall_s=round(wall_s, 2))
+        rows.append(row)
+        print(" | ".join(f"{v}" for v in row.values()), flush=True)
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.with_suffix(".csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    n_test = x_te.shape[0]
+    lines = [f"Fashion-MNIST CNN ({sum(p.numel() for p in base.parameters()):,} parameters), "
+             f"top-1 on {n_test:,} test images; FP32 {100 * base_acc:.2f}%.", "",
+             "| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+    lines += ["| " + " | ".join(str(v) for v in r.values()) + " |" for r in rows]
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print(f"wrote {out}.csv and {out}.md")
+
+
+if __name__ == "__main__":
+    main()
