@@ -69,6 +69,9 @@ class PEArraySpec(_Strict):
     weight_bits: PositiveInt = 8
     act_bits: PositiveInt = 8
     acc_bits: PositiveInt = 32
+    psum_overflow: Literal["spill", "tile_outputs"] = Field(
+        "spill", description="ws/is, when a column fold's partial sums exceed the output buffer: "
+        "spill them to DRAM (SCALE-Sim's loop order) or tile the outputs and refill the array per block")
     source: str = ""
 
 

@@ -113,3 +113,42 @@ def test_vq_weights_need_a_decoder():
     with pytest.raises(ArchsimError) as e:
         tile([conv(fmt=VQFormat(k=256, d=16))], load_arch("sa32_ws"))
     assert e.value.field == "codebook"
+
+
+def test_tile_outputs_trades_fills_for_partial_sum_traffic():
+    # partial sums of a column fold (3136 px x 32 x 4 B = 400 KB) exceed the 32 KB output buffer
+    L = conv(M=56 * 56, N=64, K=64 * 9, in_elems=58 * 58 * 64)
+    arch = load_arch("sa32_ws")
+    spill = simulate([L], arch).layers[0]
+    tiled = simulate([L], arch.with_overrides(["pe_array.psum_overflow=tile_outputs"])).layers[0]
+    outputs = L.M * L.N
+    row_folds, col_folds = math.ceil(L.K / 32), math.ceil(L.N / 32)
+    assert spill.dram_write_bytes == outputs + (row_folds - 1) * outputs * 4
+    assert tiled.dram_write_bytes == outputs  # nothing spilled
+    assert tiled.dram_read_by_buffer.get("output", 0) == 0
+    # blocks of 128 pixels (16 KB of 32-bit partial sums for 32 columns): each refills the array
+    blocks = math.ceil(L.M / 128)
+    assert tiled.compute_cycles == col_folds * row_folds * (blocks * (2 * 32 + 32 - 2) + L.M)
+    assert tiled.compute_cycles > spill.compute_cycles
+    assert tiled.total_cycles < spill.total_cycles  # on this channel the spill traffic costs more
+
+
+@pytest.mark.parametrize("model", ["resnet20", "mobilenetv2", "deit_tiny"])
+@pytest.mark.parametrize("arch_name,extra", [("sa32_ws", []), ("sa32_ws", ["pe_array.psum_overflow=tile_outputs"]),
+                                             ("sa32_os", []), ("sa32_ws", ["pe_array.dataflow=is"]),
+                                             ("vq32_ws", [])])
+def test_zoo_models_run_to_completion(model, arch_name, extra):
+    from archsim.api import to_layers
+
+    layers = to_layers(model)
+    if arch_name == "vq32_ws":
+        for L in layers:
+            if L.op != "matmul":
+                L.fmt = VQFormat(k=256, d=16)
+    arch = load_arch(arch_name, extra)
+    st = simulate(layers, arch)
+    assert sum(l.macs for l in st.layers) == sum(L.macs for L in layers)
+    assert all(l.compute_cycles > 0 for l in st.layers)
+    # a layer's computes wait for the previous layer's outputs, so they never overlap
+    assert st.total_cycles >= sum(l.compute_cycles for l in st.layers)
+    assert st.total_cycles == st.layers[-1].end_cycle

@@ -18,9 +18,12 @@ executes its nodes in that order, as the hardware's queues would.
 Loop nests (chosen so that PE compute cycles equal SCALE-Sim's):
   ws: for col fold (N) / row fold (K) / chunk of output pixels: stream.
       Weights stay in the array for a whole fold. Partial sums of a column
-      fold stay in the output buffer across row folds when they fit, else they
-      spill to DRAM and are read back (SCALE-Sim writes them out and never
-      reads them back).
+      fold stay in the output buffer across row folds when they fit. When
+      they do not, pe_array.psum_overflow decides: `spill` (SCALE-Sim's loop
+      order) writes them to DRAM and reads them back (SCALE-Sim writes them
+      out and never reads them back); `tile_outputs` cuts the output pixels
+      into blocks whose partial sums fit and runs every row fold per block,
+      refilling the array each time.
   is: as ws with inputs stationary and weights streamed.
   os: for pixel fold (M) / col fold (N) / chunk of K: stream K; outputs
       accumulate in the PEs and leave once per fold.
@@ -150,12 +153,23 @@ def _tile_stationary(b: _Builder, x: _Ctx, weights_stationary: bool) -> int:
         x.too_small("output" if lim_out < x.psum_bytes(C) else strm_buf, "one streamed row")
     n_s = math.ceil(S / s_chunk)
     s_per_load = max(1, int(lim_strm // max(strm_bytes(s_chunk * R), 1)))
+    psum_fits = nr == 1 or x.psum_bytes(S * min(C, ncol)) <= x.capacity["output"]
+    if not psum_fits and pe.psum_overflow == "tile_outputs":
+        # blocks of output chunks whose partial sums fit in the output buffer's
+        # tile room; every block refills the array, so each stationary tile
+        # costs a fill per block instead of a DRAM round trip per row fold
+        per_blk = max(1, lim_out // x.psum_bytes(s_chunk * min(C, ncol)))
+        s_per_load = min(s_per_load, per_blk)
+        per_blk -= per_blk % s_per_load  # a streamed transfer never straddles two blocks
+        blocks = [(b0, min(b0 + per_blk, n_s)) for b0 in range(0, n_s, per_blk)]
+    else:
+        blocks = [(0, n_s)]
+    spill_psums = not psum_fits and len(blocks) == 1
     blk_len = s_per_load * s_chunk
     # resident if all its transfers (each rounded up to whole bytes) fit at once
     strm_total = sum(strm_bytes(min(blk_len, S - s0) * min(R, Kred - r * R))
                      for r in range(nr) for s0 in range(0, S, blk_len))
     strm_resident = strm_total <= x.capacity[strm_buf]
-    psum_resident = nr == 1 or x.psum_bytes(S * min(C, ncol)) <= x.capacity["output"]
     first_act_dep = x.prev_store
     last_store = None
     unit_stat, unit_strm = f"dma.{stat_buf}", f"dma.{strm_buf}"
@@ -185,80 +199,88 @@ def _tile_stationary(b: _Builder, x: _Ctx, weights_stationary: bool) -> int:
                     r1 += 1
                 groups_r.append((r0, r1))
                 r0 = r1
-            for (r0, r1) in groups_r:
-                nb = sum(stat_bytes(min(R, Kred - r * R) * cu) for r in range(r0, r1))
-                dep = first_act_dep if unit_stat == act_unit or L.op == "matmul" else None
-                ld = b.add("load", unit_stat, x.li, (dep,), bytes=nb, buf=stat_buf,
-                           alloc=((stat_buf, nb),), sram=((stat_buf, 0, nb),))
-                if dep is not None:
-                    first_act_dep = None
-                for r in range(r0, r1):
-                    ru = min(R, Kred - r * R)
-                    stat_tile = stat_bytes(ru * cu)
-                    dec = None
-                    if x.needs_decode:
-                        n_w = ru * cu
-                        dec = b.add("decode", "decoder", x.li, (ld, x.codebook_load),
-                                    lookups=L.fmt.decode_lookups(n_w),
-                                    sram=(("weight", stat_tile, 0),))
-                    for s in range(n_s):
-                        s0 = s * s_chunk
-                        sl = min(s_chunk, S - s0)
-                        deps = [ld if dec is None else dec]
-                        # streamed operand: one DMA transfer feeds several chunks
-                        key = (r, s // s_per_load)
-                        if s % s_per_load == 0 and not (strm_resident and key in resident_loads):
-                            blk = min(s_per_load * s_chunk, S - s0)
-                            snb = strm_bytes(blk * ru)
-                            dep = first_act_dep if unit_strm == act_unit or L.op == "matmul" else None
-                            sld = b.add("load", unit_strm, x.li, (dep,), bytes=snb, buf=strm_buf,
-                                        alloc=((strm_buf, snb),), sram=((strm_buf, 0, snb),))
-                            if dep is not None:
-                                first_act_dep = None
-                            resident_loads[key] = sld
-                            load_bytes[sld] = snb
-                        sld = resident_loads[key]
-                        deps.append(sld)
-                        # partial sums
-                        pnb = x.psum_bytes(sl * cu)
-                        alloc = ()
-                        pld = None
-                        if r == 0:
-                            alloc = (("output", pnb),)
-                        elif not psum_resident:
-                            # read back at most one tile ahead of the PEs: a read-back that ran
-                            # further ahead could fill the buffer that the PEs' own tiles need
-                            ahead = pe_order[-2] if len(pe_order) >= 2 else None
-                            pld = b.add("load", "dma.output", x.li, (spill[s], ahead), bytes=pnb, buf="output",
-                                        alloc=(("output", pnb),), sram=(("output", 0, pnb),))
-                            deps.append(pld)
-                        first = s == 0
-                        # the PEs read the im2col stream (ws) or the weight stream (is)
-                        strm_read = x.act_bytes(sl * ru) if weights_stationary else x.w_bytes(sl * ru)
-                        sram = [(strm_buf, strm_read, 0), ("output", pnb if r > 0 else 0, pnb)]
-                        if first and dec is None:
-                            stat_read = stat_tile if weights_stationary else x.act_bytes(ru * cu)
-                            sram.append((stat_buf, stat_read, 0))
-                        cp = b.add("compute", "pe", x.li, deps, alloc=alloc, sram=tuple(sram),
-                                   fold=(ru, cu, sl, first, s == n_s - 1), macs=ru * cu * sl)
-                        # stationary room is free once the last fold of the group is in the array
-                        pe_order.append(cp)
-                        if r == r1 - 1 and first and dec is None:
-                            b.free_later(cp, stat_buf, nb)
-                        if strm_resident:
-                            resident_last_use[key] = cp
-                        elif s % s_per_load == s_per_load - 1 or s == n_s - 1:
-                            b.free_later(cp, strm_buf, load_bytes[sld])
-                        # write-back
-                        if r == nr - 1:
-                            onb = x.act_bytes(sl * cu)
-                            last_store = b.add("store", "writeback", x.li, (cp,), bytes=onb, buf="output",
-                                               free=(("output", pnb),), sram=(("output", pnb, 0),))
-                        elif not psum_resident:
-                            spill[s] = b.add("store", "writeback", x.li, (cp,), bytes=pnb, buf="output",
-                                             free=(("output", pnb),), sram=(("output", pnb, 0),))
-                    if dec is not None and r == r1 - 1:
-                        b.free_later(dec, stat_buf, nb)
+            # with several output blocks, the column fold's stationary tiles stay
+            # in SRAM across blocks when they all fit
+            stat_resident = len(blocks) > 1 and \
+                sum(stat_bytes(min(R, Kred - r * R) * cu) for r in range(nr)) <= x.capacity[stat_buf]
+            stat_loads: dict[tuple[int, int], int] = {}
+            for bi, (b0, b1) in enumerate(blocks):
+                free_stat = bi == len(blocks) - 1 or not stat_resident
+                for (r0, r1) in groups_r:
+                    nb = sum(stat_bytes(min(R, Kred - r * R) * cu) for r in range(r0, r1))
+                    ld = stat_loads.get((r0, r1))
+                    if ld is None:
+                        dep = first_act_dep if unit_stat == act_unit or L.op == "matmul" else None
+                        ld = b.add("load", unit_stat, x.li, (dep,), bytes=nb, buf=stat_buf,
+                                   alloc=((stat_buf, nb),), sram=((stat_buf, 0, nb),))
+                        if dep is not None:
+                            first_act_dep = None
+                        if stat_resident:
+                            stat_loads[(r0, r1)] = ld
+                    for r in range(r0, r1):
+                        ru = min(R, Kred - r * R)
+                        stat_tile = stat_bytes(ru * cu)
+                        dec = None
+                        if x.needs_decode:
+                            dec = b.add("decode", "decoder", x.li, (ld, x.codebook_load),
+                                        lookups=L.fmt.decode_lookups(ru * cu),
+                                        sram=(("weight", stat_tile, 0),))
+                        for s in range(b0, b1):
+                            s0 = s * s_chunk
+                            sl = min(s_chunk, S - s0)
+                            deps = [ld if dec is None else dec]
+                            # streamed operand: one DMA transfer feeds several chunks
+                            key = (r, s // s_per_load)
+                            if s % s_per_load == 0 and not (strm_resident and key in resident_loads):
+                                snb = strm_bytes(min(blk_len, S - s0) * ru)
+                                dep = first_act_dep if unit_strm == act_unit or L.op == "matmul" else None
+                                sld = b.add("load", unit_strm, x.li, (dep,), bytes=snb, buf=strm_buf,
+                                            alloc=((strm_buf, snb),), sram=((strm_buf, 0, snb),))
+                                if dep is not None:
+                                    first_act_dep = None
+                                resident_loads[key] = sld
+                                load_bytes[sld] = snb
+                            sld = resident_loads[key]
+                            deps.append(sld)
+                            # partial sums
+                            pnb = x.psum_bytes(sl * cu)
+                            alloc = ()
+                            if r == 0:
+                                alloc = (("output", pnb),)
+                            elif spill_psums:
+                                # read back at most one tile ahead of the PEs: a read-back that ran
+                                # further ahead could fill the buffer that the PEs' own tiles need
+                                ahead = pe_order[-2] if len(pe_order) >= 2 else None
+                                deps.append(b.add("load", "dma.output", x.li, (spill[s], ahead), bytes=pnb,
+                                                  buf="output", alloc=(("output", pnb),),
+                                                  sram=(("output", 0, pnb),)))
+                            first = s == b0
+                            # the PEs read the im2col stream (ws) or the weight stream (is)
+                            strm_read = x.act_bytes(sl * ru) if weights_stationary else x.w_bytes(sl * ru)
+                            sram = [(strm_buf, strm_read, 0), ("output", pnb if r > 0 else 0, pnb)]
+                            if first and dec is None:
+                                stat_read = stat_tile if weights_stationary else x.act_bytes(ru * cu)
+                                sram.append((stat_buf, stat_read, 0))
+                            cp = b.add("compute", "pe", x.li, deps, alloc=alloc, sram=tuple(sram),
+                                       fold=(ru, cu, sl, first, s == b1 - 1), macs=ru * cu * sl)
+                            pe_order.append(cp)
+                            # stationary room is free once the group's last tile is in the array
+                            if r == r1 - 1 and first and dec is None and free_stat:
+                                b.free_later(cp, stat_buf, nb)
+                            if strm_resident:
+                                resident_last_use[key] = cp
+                            elif s % s_per_load == s_per_load - 1 or s == n_s - 1:
+                                b.free_later(cp, strm_buf, load_bytes[sld])
+                            # write-back
+                            if r == nr - 1:
+                                onb = x.act_bytes(sl * cu)
+                                last_store = b.add("store", "writeback", x.li, (cp,), bytes=onb, buf="output",
+                                                   free=(("output", pnb),), sram=(("output", pnb, 0),))
+                            elif spill_psums:
+                                spill[s] = b.add("store", "writeback", x.li, (cp,), bytes=pnb, buf="output",
+                                                 free=(("output", pnb),), sram=(("output", pnb, 0),))
+                        if dec is not None and r == r1 - 1 and free_stat:
+                            b.free_later(dec, stat_buf, nb)
         for key, cp in resident_last_use.items():
             b.free_later(cp, strm_buf, load_bytes[resident_loads[key]])
     return last_store
