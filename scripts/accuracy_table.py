@@ -9,7 +9,11 @@ codebooks, masks, signs, shift tables, per-channel scales, prototypes, LUTs;
 see workloads/compression). Methods that train (MVQ codebook fine-tuning,
 SSVQ signs, SWIS STE retraining, PQ prototypes) use training-set batches only.
 
-Usage: python scripts/accuracy_table.py [--quick] [--out benchmarks/accuracy_fmnist]
+The CSV is rewritten after every configuration; run again after an
+interruption and the configurations already in it are not recomputed
+(--fresh starts over).
+
+Usage: python scripts/accuracy_table.py [--quick] [--fresh] [--out benchmarks/accuracy_fmnist]
 """
 from __future__ import annotations
 
@@ -32,6 +36,7 @@ from workloads.zoo.fmnist_cnn import evaluate_accuracy, load_fmnist_cnn  # noqa:
 CONFIGS = [
     ("fp32", "none", {}),
     ("8 b", "int", dict(bits=8)),
+    ("~5 b", "nm", dict(n=2, m=4)),
     ("~4 b", "int", dict(bits=4)),
     ("~4 b", "trunc", dict(bits=4)),
     ("~4 b", "swis", dict(group_size=8, shared_bits=2)),
@@ -43,6 +48,8 @@ CONFIGS = [
     ("~2 b", "swis", dict(group_size=8, shared_bits=1, retrain_steps=300, lr=1e-3)),
     ("~2 b", "vq", dict(k=256, d=4)),
     ("~2 b", "vq", dict(k=256, d=8)),
+    # plain VQ with codebook fine-tuning: MVQ with a 4:4 mask, which costs 0 bits combinatorially
+    ("~2 b", "mvq", dict(n=4, m=4, k=256, d=4, mask_encoding="combinatorial", finetune_steps=300, lr=1e-3)),
     ("~2 b", "mvq", dict(n=2, m=4, k=256, d=8)),
     ("~2 b", "ssvq", dict(k=256, d=8, steps=0)),
     ("~2 b", "mvq", dict(n=2, m=4, k=256, d=8, finetune_steps=300, lr=1e-3)),
@@ -68,6 +75,8 @@ def main():
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "accuracy_fmnist"))
     ap.add_argument("--quick", action="store_true", help="2000 test images, fewer training steps (smoke run)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--fresh", action="store_true", help="ignore results already in the CSV")
+    ap.add_argument("--only", help="comma-separated methods to run (default: all)")
     args = ap.parse_args()
     torch.manual_seed(args.seed)
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -78,8 +87,16 @@ def main():
         x_te, y_te = x_te[:2000], y_te[:2000]
     base = load_fmnist_cnn()
     base_acc = evaluate_accuracy(base, x_te, y_te)
+    out = Path(args.out + ("_quick" if args.quick else ""))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    csv_path = out.with_suffix(".csv")
+    done = {}
+    if csv_path.exists() and not args.fresh:
+        done = {(r["method"], r["settings"]): r for r in csv.DictReader(open(csv_path))}
     rows = []
     for point, method, params in CONFIGS:
+        if args.only and method not in args.only.split(","):
+            continue
         params = dict(params)
         if args.quick:
             for key in ("steps", "finetune_steps", "retrain_steps"):
@@ -87,6 +104,10 @@ def main():
                     params[key] = min(params[key], 20)
             if "freeze_interval" in params:
                 params["freeze_interval"] = 5
+        settings = " ".join(f"{k}={v}" for k, v in params.items())
+        if (method, settings) in done:
+            rows.append(done[(method, settings)])
+            continue
         t0 = time.perf_counter()
         if method == "none":
             model, info = base, {"bits_per_weight": 32.0, "compression_vs_fp32": 1.0, "compression_vs_int8": 0.25,
@@ -96,21 +117,24 @@ def main():
             model, info = res.model, res.info
         wall_s = time.perf_counter() - t0
         acc = evaluate_accuracy(model, x_te, y_te)
-        row = dict(point=point, method=method, settings=" ".join(f"{k}={v}" for k, v in params.items()),
+        # PQ replaces the weights by tables: it reports the layer-output error instead
+        mse = info.get("weight_mse")
+        mse = f"{mse:.3g}" if mse is not None else f"out {info.get('output_mse', float('nan')):.3g}"
+        row = dict(point=point, method=method, settings=settings,
                    bits_per_weight=round(info["bits_per_weight"], 3),
                    ratio_vs_fp32=round(info["compression_vs_fp32"], 2),
                    ratio_vs_int8=round(info["compression_vs_int8"], 2),
                    top1=round(100 * acc, 2), delta_vs_fp32=round(100 * (acc - base_acc), 2),
-                   weight_mse=float(f"{info['weight_mse']:.3g}"), wall_s=round(wall_s, 2))
+                   weight_mse=mse, wall_s=round(wall_s, 2))
         rows.append(row)
         print(" | ".join(f"{v}" for v in row.values()), flush=True)
+        with open(csv_path, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            # keep results from an earlier run that this run has not reached yet
+            seen = {(r["method"], r["settings"]) for r in rows}
+            w.writerows(rows + [r for k, r in done.items() if k not in seen])
 
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out.with_suffix(".csv"), "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
     n_test = x_te.shape[0]
     lines = [f"Fashion-MNIST CNN ({sum(p.numel() for p in base.parameters()):,} parameters), "
              f"top-1 on {n_test:,} test images; FP32 {100 * base_acc:.2f}%.", "",
