@@ -1,10 +1,8 @@
 """VQ compression speed: all of ResNet-18's weights (11.7 M) with k=256, d=4.
 
-Target: <= 60 s on the 2-core CPU. Uses workloads.zoo.build('resnet18') when
-the zoo exists; otherwise a ResNet-18-shaped stack of Conv2d / Linear layers
-with random-normal weights (same shapes as torchvision's resnet18: 20 convs
-incl. 3 downsample 1x1s, fc 512->1000). The forward pass is not needed: VQ
-only reads the weights.
+Target: <= 60 s on the 2-core CPU. Uses workloads.zoo.build('resnet18')
+(seeded random init, torchvision's layer shapes). The forward pass is not
+needed: VQ only reads the weights.
 
     python benchmarks/bench_vq.py [--k 256] [--d 4] [--repeats 1]
 """
@@ -21,37 +19,8 @@ import torch.nn as nn
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from workloads import zoo  # noqa: E402
 from workloads.compression import compress  # noqa: E402
-
-
-def resnet18_shaped(seed: int = 0) -> nn.Module:
-    """Conv/Linear layers with ResNet-18's weight shapes, N(0, 1/fan_in)."""
-    torch.manual_seed(seed)
-    layers = [nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)]
-    cin = 64
-    for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
-        for block in range(2):
-            s = stride if block == 0 else 1
-            layers.append(nn.Conv2d(cin, cout, 3, stride=s, padding=1, bias=False))
-            layers.append(nn.Conv2d(cout, cout, 3, padding=1, bias=False))
-            if s != 1 or cin != cout:
-                layers.append(nn.Conv2d(cin, cout, 1, stride=s, bias=False))
-            cin = cout
-    layers.append(nn.Linear(512, 1000))
-    model = nn.ModuleList(layers)
-    with torch.no_grad():
-        for m in model:
-            fan_in = m.weight[0].numel()
-            m.weight.normal_(0, fan_in ** -0.5)
-    return model
-
-
-def build_model():
-    try:
-        from workloads import zoo  # noqa: F401
-        return zoo.build("resnet18"), "workloads.zoo resnet18"
-    except (ImportError, AttributeError, KeyError):
-        return resnet18_shaped(), "ResNet-18-shaped random-normal weights"
 
 
 def main(argv=None):
@@ -60,7 +29,7 @@ def main(argv=None):
     ap.add_argument("--d", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=1)
     args = ap.parse_args(argv)
-    model, source = build_model()
+    model, source = zoo.build("resnet18"), "workloads.zoo resnet18"
     n_w = sum(m.weight.numel() for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
     times_s = []
     for _ in range(args.repeats):
