@@ -38,6 +38,11 @@ class BufferSpec(_Strict):
     double_buffered: bool = True
     source: str = ""
 
+    @property
+    def tile_limit_bytes(self) -> int:
+        """The largest tile: half the buffer when double buffered."""
+        return self.capacity_bytes // 2 if self.double_buffered else self.capacity_bytes
+
 
 class BuffersSpec(_Strict):
     weight: BufferSpec

@@ -80,8 +80,7 @@ def run(graph, arch: ArchSpec) -> Stats:
                 if dram_latency:
                     yield env.timeout(dram_latency)
                 if a["buf"] == "codebook":
-                    # codewords are written as they arrive; then the fixed reload set-up
-                    extra = max(0, a["codewords"] - (env.now - t2)) + m.codebook.spec.reload_cycles
+                    extra = m.codebook.load_cycles_after_transfer(a["codewords"], env.now - t2)
                     if extra:
                         yield env.timeout(extra)
                     ls.codebook_loads += 1

@@ -67,7 +67,6 @@ def test_buffer_blocks_producer_until_consumer_frees(env):
     env.run()
     assert log == [(0, 0), (1, 0), (2, 30)]
     assert buf.peak_bytes == 100
-    assert buf.tile_limit_bytes == 50
 
 
 @pytest.mark.parametrize("df,rows,cols,stream,expect", [

@@ -77,3 +77,9 @@ def test_overrides_change_fields_and_unknown_override_is_refused():
 def test_missing_file():
     e = _err("no_such_arch")
     assert e.file == "no_such_arch" and "built-in" in str(e)
+
+
+def test_double_buffering_halves_the_largest_tile():
+    assert load_arch("sa32_ws").buffers.output.tile_limit_bytes == 16384
+    single = load_arch("sa32_ws", ["buffers.output.double_buffered=false"])
+    assert single.buffers.output.tile_limit_bytes == 32768

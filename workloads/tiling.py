@@ -386,9 +386,9 @@ def tile(layers: list[LayerSpec], arch: ArchSpec) -> TileGraph:
     if not layers:
         raise ArchsimError("no layers to simulate", field="layers")
     bufs = arch.buffers
-    limit = {name: (spec.capacity_bytes // 2 if spec.double_buffered else spec.capacity_bytes)
-             for name, spec in (("weight", bufs.weight), ("input", bufs.input), ("output", bufs.output))}
-    capacity = {name: getattr(bufs, name).capacity_bytes for name in limit}
+    names = ("weight", "input", "output")
+    limit = {name: getattr(bufs, name).tile_limit_bytes for name in names}
+    capacity = {name: getattr(bufs, name).capacity_bytes for name in names}
     b = _Builder()
     prev_store = None
     prev_decode_end = None

@@ -8,13 +8,11 @@ from .registry import register
 
 @register("codebook", "codebook")
 class CodebookBuffer:
-    def __init__(self, env, spec, source: str | None = None):
+    def __init__(self, env, spec):
         self.env = env
         self.spec = spec
-        self.source = source
-        self.lookups = 0
-        self.loads = 0
 
-    def load_cycles(self, codewords: int) -> int:
-        # one codeword written per cycle after the fixed reload set-up
-        return self.spec.reload_cycles + codewords
+    def load_cycles_after_transfer(self, codewords: int, transfer_cycles: int) -> int:
+        """Cycles a (re)load takes once its DRAM transfer is done: codewords are
+        written one per cycle as they arrive, then the fixed reload set-up."""
+        return max(0, codewords - transfer_cycles) + self.spec.reload_cycles

@@ -17,16 +17,7 @@ class SRAMBuffer(simpy.Container):
         self.name = name
         self.spec = spec
         self.word_bytes = max(1, spec.word_bits // 8)
-        # the largest tile the tiler may place here
-        self.tile_limit_bytes = spec.capacity_bytes // 2 if spec.double_buffered else spec.capacity_bytes
         self.peak_bytes = 0
-
-    def reserve(self, nbytes: int):
-        ev = self.put(nbytes)
-        return ev
-
-    def release(self, nbytes: int):
-        self.get(nbytes)
 
     def _do_put(self, event):
         ok = super()._do_put(event)
