@@ -33,10 +33,10 @@ from workloads.compile import trace
 from workloads.tiling import tile
 from archsim.engine import run
 
-name, arch_name, repeat = {name!r}, {arch!r}, {repeat}
+name, arch_name, repeat, batch = {name!r}, {arch!r}, {repeat}, {batch}
 arch = load_arch(arch_name)
 t0 = time.perf_counter()
-layers = trace(zoo.build(name), zoo.default_input(name))
+layers = trace(zoo.build(name), zoo.default_input(name, batch=batch))
 trace_s = time.perf_counter() - t0
 rss_traced_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 best = {{}}
@@ -47,15 +47,16 @@ for _ in range(repeat):
     for k, v in (("tile_s", t1 - t0), ("run_s", t2 - t1), ("simulate_s", t3 - t2)):
         best[k] = min(best.get(k, 1e9), v)
 rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps(dict(model=name, arch=arch_name, layers=len(layers), nodes=g.number_of_nodes(),
+print(json.dumps(dict(model=name, arch=arch_name, batch=batch, layers=len(layers), nodes=g.number_of_nodes(),
                       total_cycles=stats.total_cycles, trace_s=trace_s, peak_rss_mb=rss_mb,
                       simulate_rss_mb=rss_mb - rss_traced_mb,
                       us_per_node=1e6 * best["simulate_s"] / g.number_of_nodes(), **best)))
 """
 
 
-def measure(name: str, arch: str, repeat: int) -> dict:
-    out = subprocess.run([sys.executable, "-c", CHILD.format(root=str(ROOT), name=name, arch=arch, repeat=repeat)],
+def measure(name: str, arch: str, repeat: int, batch: int = 1) -> dict:
+    child = CHILD.format(root=str(ROOT), name=name, arch=arch, repeat=repeat, batch=batch)
+    out = subprocess.run([sys.executable, "-c", child],
                          check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -65,12 +66,18 @@ def main():
     ap.add_argument("--arch", default="sa32_ws")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--models", default="resnet18,resnet50,mobilenetv2,deit_tiny")
+    ap.add_argument("--scaling", action="store_true",
+                    help="also ResNet-18 at batch 1, 2, 4, 8: time per node must stay flat")
     args = ap.parse_args()
     print(f"{'model':12s} {'arch':8s} {'nodes':>7s} {'trace s':>8s} {'tile s':>7s} {'run s':>7s} "
           f"{'simulate s':>10s} {'us/node':>8s} {'peak MB':>8s} {'sim MB':>7s}")
-    for name in args.models.split(","):
-        r = measure(name, args.arch, args.repeat)
-        print(f"{r['model']:12s} {r['arch']:8s} {r['nodes']:7d} {r['trace_s']:8.2f} {r['tile_s']:7.2f} "
+    runs = [(name, 1) for name in args.models.split(",")]
+    if args.scaling:
+        runs += [("resnet18", b) for b in (2, 4, 8)]
+    for name, batch in runs:
+        r = measure(name, args.arch, args.repeat, batch)
+        label = name if batch == 1 else f"{name} b{batch}"
+        print(f"{label:12s} {r['arch']:8s} {r['nodes']:7d} {r['trace_s']:8.2f} {r['tile_s']:7.2f} "
               f"{r['run_s']:7.2f} {r['simulate_s']:10.2f} {r['us_per_node']:8.1f} {r['peak_rss_mb']:8.0f} "
               f"{r['simulate_rss_mb']:7.0f}")
 
