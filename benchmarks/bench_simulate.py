@@ -28,15 +28,19 @@ import json, resource, sys, time
 sys.path.insert(0, {root!r})
 from archsim.api import simulate
 from archsim.config import load_arch
-from workloads import zoo
-from workloads.compile import trace
 from workloads.tiling import tile
 from archsim.engine import run
 
 name, arch_name, repeat, batch = {name!r}, {arch!r}, {repeat}, {batch}
 arch = load_arch(arch_name)
 t0 = time.perf_counter()
-layers = trace(zoo.build(name), zoo.default_input(name, batch=batch))
+if name.endswith(".csv"):  # a SCALE-Sim topology: no torch in the process at all
+    from workloads.scalesim_import import read_topology
+    layers = read_topology(name)
+else:
+    from workloads import zoo
+    from workloads.compile import trace
+    layers = trace(zoo.build(name), zoo.default_input(name, batch=batch))
 trace_s = time.perf_counter() - t0
 rss_traced_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 best = {{}}
@@ -72,11 +76,14 @@ def main():
     print(f"{'model':12s} {'arch':8s} {'nodes':>7s} {'trace s':>8s} {'tile s':>7s} {'run s':>7s} "
           f"{'simulate s':>10s} {'us/node':>8s} {'peak MB':>8s} {'sim MB':>7s}")
     runs = [(name, 1) for name in args.models.split(",")]
+    topology = ROOT.parent / "shared" / "reference" / "scalesim" / "inputs" / "resnet18_sympad.csv"
+    if topology.exists():
+        runs.append((str(topology), 1))
     if args.scaling:
         runs += [("resnet18", b) for b in (2, 4, 8)]
     for name, batch in runs:
         r = measure(name, args.arch, args.repeat, batch)
-        label = name if batch == 1 else f"{name} b{batch}"
+        label = "r18 topology" if name.endswith(".csv") else name if batch == 1 else f"{name} b{batch}"
         print(f"{label:12s} {r['arch']:8s} {r['nodes']:7d} {r['trace_s']:8.2f} {r['tile_s']:7.2f} "
               f"{r['run_s']:7.2f} {r['simulate_s']:10.2f} {r['us_per_node']:8.1f} {r['peak_rss_mb']:8.0f} "
               f"{r['simulate_rss_mb']:7.0f}")
