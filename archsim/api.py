@@ -11,7 +11,7 @@ from .errors import ArchsimError
 from .report import Report, build_report
 
 
-def to_layers(model_or_layers, example_input=None, formats=None, act_bits: int = 8) -> list:
+def to_layers(model_or_layers, example_input=None, formats=None) -> list:
     """Accepts a zoo model name, an nn.Module (with `example_input`), or a list
     of LayerSpecs, and returns the LayerSpecs."""
     from workloads.layer_spec import LayerSpec
@@ -32,7 +32,7 @@ def to_layers(model_or_layers, example_input=None, formats=None, act_bits: int =
 
     if example_input is None:
         raise ArchsimError("simulating an nn.Module needs example_input", field="example_input")
-    return trace(model_or_layers, example_input, formats=formats, act_bits=act_bits)
+    return trace(model_or_layers, example_input, formats=formats)
 
 
 def simulate(model_or_layers, arch: Union[str, Path, ArchSpec] = DEFAULT_ARCH, *, example_input=None,
@@ -49,7 +49,7 @@ def simulate(model_or_layers, arch: Union[str, Path, ArchSpec] = DEFAULT_ARCH, *
         arch = load_arch(arch, list(overrides))
     elif overrides:
         arch = arch.with_overrides(list(overrides))
-    layers = to_layers(model_or_layers, example_input, formats, act_bits=arch.pe_array.act_bits)
+    layers = to_layers(model_or_layers, example_input, formats)
     graph = tile(layers, arch)
     stats = run(graph, arch)
     table = EnergyTable.load(energy_table) if energy_table else EnergyTable.for_arch(arch)

@@ -37,7 +37,7 @@ def _layers_from_args(args, arch):
 
         layers = read_topology(args.topology)
     else:
-        layers = to_layers(args.model, act_bits=arch.pe_array.act_bits)
+        layers = to_layers(args.model)
     if args.weights:
         fmt = _parse_format(args.weights)
         for L in layers:
@@ -95,7 +95,8 @@ def cmd_validate(args) -> int:
     from archsim.config import load_arch
 
     arch = load_arch(args.file, args.set)
-    print(f"{args.file}: ok ({arch.name}: {arch.pe_array.rows}x{arch.pe_array.cols} {arch.pe_array.dataflow})")
+    pe = arch.pe_array
+    print(f"{args.file}: ok ({arch.name}: {pe.rows}x{pe.cols} {pe.kind} {getattr(pe, 'dataflow', '')})".rstrip())
     return 0
 
 

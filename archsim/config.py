@@ -5,20 +5,20 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
+from pydantic import Field, PositiveInt, SerializeAsAny, ValidationError, field_validator
 
 from .errors import ArchsimError
+from .hw.pe_kind import ComponentSpec, PESpec
 
 ARCH_DIR = Path(__file__).resolve().parent.parent / "arch_configs"
 DEFAULT_ARCH = "sa32_ws"
 
 
-class _Strict(BaseModel):
-    # Unknown keys are errors: a typo in a YAML must never be silently ignored.
-    model_config = ConfigDict(extra="forbid")
+# Unknown keys are errors: a typo in a YAML must never be silently ignored.
+_Strict = ComponentSpec
 
 
 class DRAMSpec(_Strict):
@@ -60,24 +60,33 @@ class CodebookSpec(_Strict):
 
 
 class DecoderSpec(_Strict):
+    """Base of the decoder kinds' blocks (archsim/hw/decoder.py)."""
     kind: str = "vq_decoder"
     vectors_per_cycle: PositiveInt
     latency_cycles: int = Field(1, ge=0)
     source: str = ""
 
 
-class PEArraySpec(_Strict):
-    kind: str = "systolic"
-    rows: PositiveInt
-    cols: PositiveInt
-    dataflow: Literal["ws", "os", "is"] = "ws"
-    weight_bits: PositiveInt = 8
-    act_bits: PositiveInt = 8
-    acc_bits: PositiveInt = 32
-    psum_overflow: Literal["spill", "tile_outputs"] = Field(
-        "spill", description="ws/is, when a column fold's partial sums exceed the output buffer: "
-        "spill them to DRAM (SCALE-Sim's loop order) or tile the outputs and refill the array per block")
-    source: str = ""
+class _NestedSpecError(Exception):
+    """A plug-in block failed its own schema; load_arch_dict names the field."""
+
+    def __init__(self, block: str, error: ValidationError):
+        self.block, self.error = block, error
+
+
+def _plugin_spec(role: str, block: str, base: type, default_kind: str, value):
+    """Validate a plug-in block against the Spec of the class its `kind` names."""
+    if isinstance(value, base) or not isinstance(value, dict):
+        return value  # an instance is already valid; pydantic reports a non-mapping
+    from .hw.registry import lookup
+
+    kind = value.get("kind", default_kind)
+    cls = lookup(role, kind, field=f"{block}.kind")
+    spec_cls = getattr(cls, "Spec", base)
+    try:
+        return spec_cls.model_validate(value)
+    except ValidationError as e:
+        raise _NestedSpecError(block, e) from None
 
 
 class EnergySpec(_Strict):
@@ -93,11 +102,22 @@ class ArchSpec(_Strict):
     dram: DRAMSpec
     buffers: BuffersSpec
     codebook: Optional[CodebookSpec] = None
-    decoder: Optional[DecoderSpec] = None
-    pe_array: PEArraySpec
+    # plug-in blocks: the class named by `kind` brings its own schema
+    decoder: Optional[SerializeAsAny[DecoderSpec]] = None
+    pe_array: SerializeAsAny[PESpec]
     energy: EnergySpec = EnergySpec()
     # where it was loaded from, for error messages; not a YAML key
     path: Optional[str] = Field(None, exclude=True)
+
+    @field_validator("pe_array", mode="before")
+    @classmethod
+    def _pe_kind(cls, v):
+        return _plugin_spec("pe_array", "pe_array", PESpec, "systolic", v)
+
+    @field_validator("decoder", mode="before")
+    @classmethod
+    def _decoder_kind(cls, v):
+        return _plugin_spec("decoder", "decoder", DecoderSpec, "vq_decoder", v)
 
     def with_overrides(self, overrides: list[str]) -> "ArchSpec":
         return load_arch_dict(self.model_dump(), overrides, source=self.path or self.name)
@@ -132,11 +152,16 @@ def load_arch_dict(data: dict, overrides: list[str] | None = None, source: str =
     for ov in overrides or []:
         key, value = parse_override(ov)
         _set_dotted(data, key, value, source)
+    prefix = ""
     try:
         spec = ArchSpec.model_validate(data)
-    except ValidationError as e:
+    except ArchsimError as e:
+        raise ArchsimError(e.message, file=e.file or source, field=e.field) from None
+    except (ValidationError, _NestedSpecError) as e:
+        if isinstance(e, _NestedSpecError):
+            prefix, e = e.block + ".", e.error
         err = e.errors()[0]
-        field = ".".join(str(p) for p in err["loc"])
+        field = prefix + ".".join(str(p) for p in err["loc"])
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
@@ -168,7 +193,8 @@ def arch_dict_from_scalesim_cfg(path: Path) -> dict:
     data["name"] = cfg.run_name
     data["description"] = f"imported from SCALE-Sim config {path.name}"
     data["source"] = f"SCALE-Sim .cfg {path}"
-    data["pe_array"].update(rows=cfg.rows, cols=cfg.cols, dataflow=cfg.dataflow)
+    # SCALE-Sim's own loop order: partial sums spill (the fidelity comparison)
+    data["pe_array"].update(rows=cfg.rows, cols=cfg.cols, dataflow=cfg.dataflow, psum_overflow="spill")
     for buf, kb in (("input", cfg.ifmap_sram_kb), ("weight", cfg.filter_sram_kb), ("output", cfg.ofmap_sram_kb)):
         data["buffers"][buf]["capacity_bytes"] = kb * 1024
         data["buffers"][buf]["source"] = f"{path.name}"

@@ -1,20 +1,21 @@
 """Energy and area: Stats counts times the per-action costs of an energy table.
 
 The table is a CSV (columns entry, unit, value, area_um2, source, note); the
-packaged one is archsim/data/energy_45nm.csv, a copy of
-../shared/reference/energy_45nm.csv. Every row keeps its `source`, and
-`EnergyModel.unit_costs()` lists each derived per-action cost with the rows it
-came from, so a report can say where every picojoule came from.
+packaged one is archsim/data/energy_45nm.csv. Every row keeps its `source`,
+and `EnergyModel.unit_costs()` lists each derived per-action cost with the
+rows it came from, so a report can say where every picojoule came from.
 
-What is priced (per layer, from LayerStats):
-  dram         DRAM bytes read + written
-  sram_<buf>   on-chip reads and writes of the weight / input / output buffers
-  codebook     codebook reads (one per lookup) and writes (codebook loads)
-  decoder      latching each looked-up codeword
-  pe_arith     one multiply and one accumulate per useful MAC
-  registers    PE pipeline registers moved per MAC
-Not priced: static (leakage) and clock-tree energy, so a stall cycle costs
-nothing; the NoC / wires between buffers and PEs; control logic.
+What is priced (per layer, from LayerStats), as energy components:
+  dram          DRAM bytes read + written
+  sram_<buf>    on-chip reads and writes of the weight / input / output buffers
+  <component>   every named action 'component.action' a component performed
+                (e.g. pe_arith.mac, registers.mac, codebook.read, decoder.sign),
+                at the cost its component declares (`action_costs`): the PE
+                kind, the codebook buffer and the decoder each price their own
+  static        leakage and clock power of every component, proportional to
+                its area and the layer's time (rows static_logic / static_sram
+                in mW/mm^2; not priced when the table lacks them)
+Not priced: the NoC / wires between buffers and PEs; control logic.
 """
 from __future__ import annotations
 
@@ -37,17 +38,15 @@ COLUMNS = ("entry", "unit", "value", "area_um2", "source", "note")
 # node declares it in a row `technology_node,nm,<N>,...`.
 DEFAULT_NODE_NM = 45
 
-ENERGY_COMPONENTS = ("dram", "sram_weight", "sram_input", "sram_output", "codebook", "decoder", "pe_arith",
-                     "registers")
-AREA_COMPONENTS = ("pe_array", "sram_weight", "sram_input", "sram_output", "codebook", "decoder")
 BUFFERS = ("weight", "input", "output")
+MEMORY_COMPONENTS = ("dram", "sram_weight", "sram_input", "sram_output")
+STATIC = "static"
 
 _SRAM_ROW = re.compile(r"^cacti7_sram_(\d+)(KB|MB)_read_64b$")
 _SRAM_UNIT_BYTES = {"KB": 1024, "MB": 1024 * 1024}
 _WRITE_NOTE = re.compile(r"write\s+([0-9]*\.?[0-9]+)\s*pJ")
 # CACTI rows are for a 64-bit word; other widths are scaled linearly.
 _SRAM_ROW_WORD_BITS = 64
-_CODEBOOK_FLOOR_BYTES = 1024
 
 
 def _number(text: str) -> Optional[float]:
@@ -181,42 +180,45 @@ def interp_loglog(x: float, xs: list[float], ys: list[float]) -> float:
     return math.exp(math.log(ys[i - 1]) + t * (math.log(ys[i]) - math.log(ys[i - 1])))
 
 
-def scale_to_node(value: float, from_nm: float, to_nm: float, kind: str) -> float:
-    """Scale an energy or area figure from one technology node to another.
-
-    Only the identity is supported: from_nm must equal to_nm. Why not a rule
-    of thumb: the first-order rules (energy ~ node at a fixed supply voltage,
-    area ~ node^2) disagree with fitted scaling data (Stillmaker & Baas,
-    "Scaling equations for the accurate prediction of CMOS device performance
-    from 180 nm to 7 nm", Integration 58, 2017) by up to about 2x in energy
-    below 28 nm and about 1.4x in area at 65 nm, and the DRAM rows do not
-    scale with the logic node at all. A silently scaled number that is off 2x
-    would decide a design-space comparison; a table measured at the target
-    node (with a `technology_node` row) is the honest way to model it."""
+def node_scale(from_nm: float, to_nm: float, kind: str) -> float:
+    """Factor taking an energy or area figure from one technology node to
+    another, by the first-order (constant-voltage) rule: dynamic energy
+    C*V^2 with C proportional to feature size -> x(to/from); area
+    proportional to feature size squared -> x(to/from)^2. It is only allowed
+    between nearby nodes (within 1.5x), where the rule is closest to fitted
+    data: Stillmaker & Baas ("Scaling equations for the accurate prediction of
+    CMOS device performance from 180 nm to 7 nm", Integration 58, 2017) show
+    the simple rules off by up to about 2x in energy below 28 nm. DRAM rows
+    are never scaled (a separate chip)."""
     if kind not in ("energy", "area"):
         raise ValueError(f"kind must be 'energy' or 'area', got {kind!r}")
-    if from_nm != to_nm:
-        raise ArchsimError(f"the energy table is for {from_nm:g} nm and archsim does not scale {kind} between "
-                           f"technology nodes; use a table for {to_nm:g} nm (with a row "
-                           f"'technology_node,nm,{to_nm:g},...') or set energy.node_nm to {from_nm:g}",
-                           field="energy.node_nm")
-    return value
+    ratio = to_nm / from_nm
+    if not (1 / 1.5 <= ratio <= 1.5):
+        raise ArchsimError(f"the energy table is for {from_nm:g} nm; archsim scales between nearby nodes only "
+                           f"(within 1.5x), not to {to_nm:g} nm: use a table for {to_nm:g} nm (with a row "
+                           f"'technology_node,nm,{to_nm:g},...')", field="energy.node_nm")
+    return ratio if kind == "energy" else ratio * ratio
 
 
 class EnergyModel:
     """Prices the counts of a LayerStats with one energy table for one ArchSpec."""
 
     def __init__(self, arch: ArchSpec, table: EnergyTable | None = None):
+        from .hw.registry import create, lookup
+
         self.arch = arch
         self.table = table if table is not None else EnergyTable.for_arch(arch)
         try:
-            self._energy_scale = scale_to_node(1.0, self.table.node_nm, arch.energy.node_nm, "energy")
-            self._area_scale = scale_to_node(1.0, self.table.node_nm, arch.energy.node_nm, "area")
+            self._energy_scale = node_scale(self.table.node_nm, arch.energy.node_nm, "energy")
+            self._area_scale = node_scale(self.table.node_nm, arch.energy.node_nm, "area")
         except ArchsimError as e:
             raise ArchsimError(e.message, file=arch.path, field=e.field) from None
+        self.scaling_note = "" if self.table.node_nm == arch.energy.node_nm else (
+            f"scaled from the table's {self.table.node_nm:g} nm to {arch.energy.node_nm:g} nm: "
+            f"energy x{self._energy_scale:.3f}, area x{self._area_scale:.3f} (archsim.energy.node_scale)")
         # Per-action costs are worked out once (each raises if its rows are missing).
         self._costs: dict[str, tuple[float, str, str]] = {}  # name -> (value, unit, where from)
-        t, pe = self.table, arch.pe_array
+        t = self.table
 
         # DRAM: pJ/bit of row dram_<type> (Accelergy's CACTI plug-in DRAM
         # table), unless the architecture gives its own figure. Reads and
@@ -228,7 +230,7 @@ class EnergyModel:
                        node_scaled=False)
         else:
             row = f"dram_{arch.dram.type}"
-            self._cost("dram_pj_per_bit", t.value(row, "pJ/bit"), "pJ/bit", self._src(row), node_scaled=False)
+            self._cost("dram_pj_per_bit", t.value(row, "pJ/bit"), "pJ/bit", self.src(row), node_scaled=False)
 
         # SRAM buffers: CACTI 7 per-access energy interpolated by capacity,
         # scaled by word_bits / 64 (the rows are 64-bit accesses; energy per
@@ -238,56 +240,63 @@ class EnergyModel:
         for buf in BUFFERS:
             spec = getattr(arch.buffers, buf)
             self._cost(f"sram_{buf}_read_pj", self.sram_read_pj(spec.capacity_bytes, spec.word_bits),
-                       "pJ/access", self._sram_src(spec.capacity_bytes, spec.word_bits, "read"))
+                       "pJ/access", self.sram_src(spec.capacity_bytes, spec.word_bits, "read"))
             self._cost(f"sram_{buf}_write_pj", self.sram_write_pj(spec.capacity_bytes, spec.word_bits),
-                       "pJ/access", self._sram_src(spec.capacity_bytes, spec.word_bits, "write"))
+                       "pJ/access", self.sram_src(spec.capacity_bytes, spec.word_bits, "write"))
 
-        # PE arithmetic per MAC. An array multiplier's energy grows with the
-        # product of its operand widths (its partial-product array is w x a
-        # full adders), so int8_mult is scaled by (w * a) / (8 * 8); a
-        # ripple/carry-select adder's grows with its width, so int32_add by
-        # acc_bits / 32. Both rows: Horowitz, ISSCC 2014, 45 nm.
-        mult = t.value("int8_mult", "pJ/op") * pe.weight_bits * pe.act_bits / 64
-        add = t.value("int32_add", "pJ/op") * pe.acc_bits / 32
-        self._cost("mac_pj", mult + add, "pJ/MAC",
-                   f"int8_mult x{pe.weight_bits}*{pe.act_bits}/64 + int32_add x{pe.acc_bits}/32 "
-                   f"({self._src('int8_mult')}; {self._src('int32_add')})")
-
-        # Registers: every MAC moves an activation into the next PE's register
-        # and a partial sum into an accumulator register (act_bits + acc_bits
-        # flip-flops). Stationary weights are latched once per fold and not
-        # counted. Row register_1b: Aladdin 40 nm.
-        reg = t.value("register_1b", "pJ/access")
-        self._cost("register_pj_per_bit", reg, "pJ/bit", self._src("register_1b"))
-        self._cost("registers_per_mac_pj", reg * (pe.act_bits + pe.acc_bits), "pJ/MAC",
-                   f"register_1b x (act_bits + acc_bits) = x{pe.act_bits + pe.acc_bits}")
-
-        # Codebook: a register file of entries x width_bits, priced as an SRAM
-        # of that capacity (CACTI rows, the 1 KB row as the floor: CACTI has no
-        # smaller point), scaled by width_bits / 64: one read per lookup, one
-        # write per codeword loaded.
-        # Decoder: per lookup, width_bits of register_1b (latching one codeword
-        # into the lane that expands it).
-        cb = arch.codebook
-        if cb is not None:
-            cap = max(_CODEBOOK_FLOOR_BYTES, math.ceil(cb.entries * cb.width_bits / 8))
-            self._cost("codebook_read_pj", self.sram_read_pj(cap, cb.width_bits), "pJ/lookup",
-                       self._sram_src(cap, cb.width_bits, "read"))
-            self._cost("codebook_write_pj", self.sram_write_pj(cap, cb.width_bits), "pJ/codeword",
-                       self._sram_src(cap, cb.width_bits, "write"))
+        # Every other component prices its own named actions and states its area.
+        self.pe = create("pe_array", arch.pe_array.kind, arch.pe_array, arch, source=arch.path, field="pe_array.kind")
+        actions = dict(self.pe.action_costs(self))
+        area = dict(self.pe.area_um2(self))
+        if arch.codebook is not None:
+            cb_cls = lookup("codebook", arch.codebook.kind)
+            actions.update(cb_cls.action_costs(self, arch.codebook))
+            area.update(cb_cls.area_um2(self, arch.codebook))
             if arch.decoder is not None:
-                self._cost("decoder_pj", reg * cb.width_bits, "pJ/lookup", f"register_1b x width_bits {cb.width_bits}")
+                dec_cls = lookup("decoder", arch.decoder.kind)
+                actions.update(dec_cls.action_costs(self, arch.decoder, arch.codebook))
+                area.update(dec_cls.area_um2(self, arch.decoder, arch.codebook))
+        self._actions = {}
+        for name, (pj, where) in actions.items():
+            self._cost(name, pj, "pJ/action", where)
+            self._actions[name] = self._costs[name][0]
+        for buf in BUFFERS:
+            area[f"sram_{buf}"] = (self.sram_area_um2(getattr(arch.buffers, buf).capacity_bytes), "sram")
+        self._area = {k: (v * self._area_scale, kind) for k, (v, kind) in area.items()}
+        # energy components in a fixed order: memories, then each action's component, then static
+        comps = list(MEMORY_COMPONENTS)
+        for name in actions:
+            c = name.split(".", 1)[0]
+            if c not in comps:
+                comps.append(c)
+        self.components = tuple(comps) + (STATIC,)
 
-    def _src(self, row: str) -> str:
+        # Static (leakage + clock) power: area x a density per kind of circuit.
+        self._static_mw = 0.0
+        for kind in ("logic", "sram"):
+            row = f"static_{kind}"
+            if row not in t.entries:
+                self._cost(f"static_{kind}_mw_per_mm2", 0.0, "mW/mm^2", f"not priced: the table has no row {row}",
+                           node_scaled=False)
+                continue
+            dens = t.value(row, "mW/mm^2")
+            self._cost(f"static_{kind}_mw_per_mm2", dens, "mW/mm^2", self.src(row), node_scaled=False)
+            mm2 = sum(a for a, k in self._area.values() if k == kind) / 1e6
+            self._static_mw += dens * mm2
+
+    def src(self, row: str) -> str:
+        """'row: its source', for a cost derived from one table row."""
         return f"{row}: {self.table.entry(row).source}"
 
-    def _sram_src(self, capacity_bytes: int, word_bits: int, action: str) -> str:
+    def sram_src(self, capacity_bytes: int, word_bits: int, action: str) -> str:
         rows = self.table.sram_rows()
         return (f"{action} energy of the {rows[0][1]}..{rows[-1][1]} rows interpolated at {capacity_bytes} B, "
                 f"x{word_bits}/64 ({self.table.entry(rows[0][1]).source})")
 
     def _cost(self, name: str, value: float, unit: str, where: str, node_scaled: bool = True):
         # the one place where table energies are taken to the architecture's node
+        if node_scaled and self.scaling_note:
+            where = f"{where}; {self.scaling_note}"
         self._costs[name] = (value * self._energy_scale if node_scaled else value, unit, where)
 
     def _c(self, name: str) -> float:
@@ -318,10 +327,14 @@ class EnergyModel:
         """Every per-action cost this model uses, with where it came from."""
         return [{"name": k, "value": v, "unit": u, "source": s} for k, (v, u, s) in self._costs.items()]
 
+    @property
+    def static_power_mw(self) -> float:
+        return self._static_mw
+
     def layer_energy_pj(self, ls) -> dict[str, float]:
-        """Per-component energy (pJ) of one LayerStats; all ENERGY_COMPONENTS
-        keys, 0.0 where a component is absent. The total is the sum."""
-        e = dict.fromkeys(ENERGY_COMPONENTS, 0.0)
+        """Per-component energy (pJ) of one LayerStats: every key of
+        self.components, 0.0 where a component did nothing. The total is the sum."""
+        e = dict.fromkeys(self.components, 0.0)
         e["dram"] = (ls.dram_read_bytes + ls.dram_write_bytes) * 8 * self._c("dram_pj_per_bit")
         for buf in BUFFERS:
             word_bits = getattr(self.arch.buffers, buf).word_bits
@@ -329,44 +342,22 @@ class EnergyModel:
             reads = math.ceil(ls.sram_read_bytes.get(buf, 0) * 8 / word_bits)
             writes = math.ceil(ls.sram_write_bytes.get(buf, 0) * 8 / word_bits)
             e[f"sram_{buf}"] = reads * self._c(f"sram_{buf}_read_pj") + writes * self._c(f"sram_{buf}_write_pj")
-        if self.arch.codebook is not None:
-            e["codebook"] = (ls.codebook_lookups * self._c("codebook_read_pj")
-                             + self._codewords_loaded(ls) * self._c("codebook_write_pj"))
-            if self.arch.decoder is not None:
-                e["decoder"] = ls.codebook_lookups * self._c("decoder_pj")
-        e["pe_arith"] = ls.macs * self._c("mac_pj")
-        e["registers"] = ls.macs * self._c("registers_per_mac_pj")
+        for name, count in ls.actions.items():
+            try:
+                pj = self._actions[name]
+            except KeyError:
+                raise ArchsimError(f"no component of this architecture prices action {name!r}",
+                                   file=self.arch.path, field=name.split(".", 1)[0]) from None
+            e[name.split(".", 1)[0]] += count * pj
+        # mW x cycles / MHz = 1e-3 W x 1e-6 s x 1e12 pJ/J per (cycle/MHz)
+        e[STATIC] = self._static_mw * ls.total_cycles * 1e3 / self.arch.clock_mhz
         return e
-
-    def _codewords_loaded(self, ls) -> int:
-        """Codewords written into the codebook: per load, the layer's k codewords
-        per codebook (from its format summary), else the whole codebook."""
-        if not ls.codebook_loads:
-            return 0
-        fmt = ls.meta.get("format", {})
-        per_load = fmt.get("k", self.arch.codebook.entries) * fmt.get("n_codebooks", 1)
-        return ls.codebook_loads * per_load
 
     # -- area -----------------------------------------------------------------
     def area_um2(self) -> dict[str, float]:
-        """Area per component and 'total' (um^2). Logic from Horowitz 45 nm
-        areas (mult scaled by w*a/64, adder by acc/32 as for energy) plus
-        Aladdin's register area per flip-flop; buffers from CACTI 7."""
-        t, pe, arch = self.table, self.arch.pe_array, self.arch
-        reg = t.area("register_1b")
-        per_pe = (t.area("int8_mult") * pe.weight_bits * pe.act_bits / 64
-                  + t.area("int32_add") * pe.acc_bits / 32
-                  + (pe.weight_bits + pe.act_bits + pe.acc_bits) * reg)
-        a = dict.fromkeys(AREA_COMPONENTS, 0.0)
-        a["pe_array"] = pe.rows * pe.cols * per_pe
-        for buf in BUFFERS:
-            a[f"sram_{buf}"] = self.sram_area_um2(getattr(arch.buffers, buf).capacity_bytes)
-        if arch.codebook is not None:
-            cb = arch.codebook
-            a["codebook"] = self.sram_area_um2(max(_CODEBOOK_FLOOR_BYTES, math.ceil(cb.entries * cb.width_bits / 8)))
-            if arch.decoder is not None:
-                # one codeword latch per lane, doubled for the lane's output register
-                a["decoder"] = arch.decoder.vectors_per_cycle * cb.width_bits * reg * 2
-        a = {k: v * self._area_scale for k, v in a.items()}
+        """Area per component and 'total' (um^2): the PE kind's own (its
+        arithmetic and registers), buffers and codebook from CACTI 7, the
+        decoder's lanes."""
+        a = {k: v for k, (v, _) in self._area.items()}
         a["total"] = sum(a.values())
         return a

@@ -5,19 +5,25 @@ process that executes its nodes in program order. A node starts when its
 predecessors are done and its unit is free, after reserving room in the
 buffers it writes (which blocks while they are full). Overlap (double
 buffering, prefetch of the next layer) and stalls come out of the simulation.
+What a node does is up to the component that owns its kind (`execute`): the
+engine only waits, reserves, frees and counts, and never branches on a kind
+of hardware.
 """
 from __future__ import annotations
+
+from collections import defaultdict
 
 import simpy
 
 from .config import ArchSpec
 from .errors import ArchsimError
-from .hw import codebook as _cb, decoder as _dec, dram as _dram, pe_array as _pe, sram as _sram, writeback as _wb  # noqa: F401  (registers the built-in kinds)
 from .hw.registry import create
 from .stats import LayerStats, Stats
 
 
 class _Machine:
+    """The SimPy components of one architecture, and which executes what."""
+
     def __init__(self, env: simpy.Environment, arch: ArchSpec):
         src = arch.path
         self.dram = create("dram", arch.dram.kind, env, arch.dram, source=src, field="dram.kind")
@@ -25,16 +31,23 @@ class _Machine:
         for name in ("weight", "input", "output"):
             spec = getattr(arch.buffers, name)
             self.buffers[name] = create("buffer", spec.kind, env, spec, name, source=src, field=f"buffers.{name}.kind")
-        self.pe = create("pe_array", arch.pe_array.kind, env, arch.pe_array, source=src, field="pe_array.kind")
+        self.pe = create("pe_array", arch.pe_array.kind, arch.pe_array, arch, source=src, field="pe_array.kind")
         self.codebook = self.decoder = None
         if arch.codebook is not None:
-            self.codebook = create("codebook", arch.codebook.kind, env, arch.codebook, source=src, field="codebook.kind")
+            self.codebook = create("codebook", arch.codebook.kind, env, arch.codebook, self.dram,
+                                   source=src, field="codebook.kind")
         if arch.decoder is not None:
             if self.codebook is None:
                 raise ArchsimError("a decoder needs a codebook buffer", file=src, field="codebook")
             self.decoder = create("decoder", arch.decoder.kind, env, arch.decoder, self.codebook,
                                   source=src, field="decoder.kind")
         self.writeback = create("writeback", "writeback", env, self.dram)
+        self.execute = {"load": self._load, "store": self.writeback.execute, "compute": self.pe.execute,
+                        "decode": self.decoder.execute if self.decoder else None,
+                        "codebook_load": self.codebook.execute if self.codebook else None}
+
+    def _load(self, env, node):
+        return self.dram.read(node["bytes"])
 
 
 def run(graph, arch: ArchSpec) -> Stats:
@@ -53,7 +66,7 @@ def run(graph, arch: ArchSpec) -> Stats:
     for v in range(n):
         queues.setdefault(attrs[v]["unit"], []).append(v)
     bufs = m.buffers
-    dram_latency = m.dram.latency_cycles
+    execute = m.execute
 
     def unit_process(unit: str, order: list[int]):
         for v in order:
@@ -71,28 +84,18 @@ def run(graph, arch: ArchSpec) -> Stats:
                     yield bufs[buf].put(nb)
             t2 = env.now
             kind = a["kind"]
+            yield from execute[kind](env, a)
+            t3 = env.now
             ls = layers[a["layer"]]
-            if kind == "compute":
-                ru, cu, sl, first, last = a["fold"]
-                yield env.timeout(m.pe.chunk_cycles(sl, first, last))
-            elif kind == "load":
-                yield m.dram.transfer(a["bytes"])
-                if dram_latency:
-                    yield env.timeout(dram_latency)
-                if a["buf"] == "codebook":
-                    extra = m.codebook.load_cycles_after_transfer(a["codewords"], env.now - t2)
-                    if extra:
-                        yield env.timeout(extra)
-                    ls.codebook_loads += 1
+            if kind in ("load", "codebook_load"):
                 ls.dram_read_bytes += a["bytes"]
                 ls.dram_read_by_buffer[a["buf"]] += a["bytes"]
-            elif kind == "decode":
-                yield env.timeout(m.decoder.cycles(a["lookups"]))
-                ls.codebook_lookups += a["lookups"]
-            else:  # store
-                yield m.writeback.store(a["bytes"])
+                if kind == "codebook_load":
+                    ls.codebook_loads += 1
+            elif kind == "store":
                 ls.dram_write_bytes += a["bytes"]
-            t3 = env.now
+            for name, count in a["actions"]:
+                ls.actions[name] += count
             for buf, nb in a["free"]:
                 if nb > 0:
                     bufs[buf].get(nb)
@@ -129,6 +132,8 @@ def run(graph, arch: ArchSpec) -> Stats:
         ls.total_cycles = ls.end_cycle - prev_end
         ls.compute_cycles = ls.busy_cycles.get("pe", 0)
         ls.stall_cycles = max(0, ls.total_cycles - ls.compute_cycles)
+        ls.codebook_lookups = ls.actions.get("codebook.read", 0)
         prev_end = ls.end_cycle
     return Stats(arch=arch.name, layers=layers, total_cycles=int(env.now), dram_busy_cycles=m.dram.busy_cycles,
-                 buffer_peak_bytes={k: b.peak_bytes for k, b in bufs.items()})
+                 buffer_peak_bytes={k: b.peak_bytes for k, b in bufs.items()},
+                 buffer_end_bytes={k: b.level for k, b in bufs.items()})

@@ -12,14 +12,21 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .config import ArchSpec
-from .energy import ENERGY_COMPONENTS, EnergyModel
+from .energy import EnergyModel
 from .stats import Stats
 
 TOTAL_NAME = "TOTAL"
-ENERGY_COLUMNS = tuple(f"energy_{c}_pj" for c in ENERGY_COMPONENTS)
-# Columns that add up over layers; the others (utilisation) are recomputed for the run.
+# Columns that add up over layers (plus every energy_*_pj column); the others
+# (utilisation) are recomputed for the run.
 _SUMMED = ("macs", "total_cycles", "compute_cycles", "stall_cycles", "dram_read_bytes", "dram_write_bytes",
-           "sram_bytes", "codebook_lookups") + ENERGY_COLUMNS + ("energy_total_pj",)
+           "sram_bytes", "codebook_lookups")
+
+
+def energy_components(row: dict) -> list[str]:
+    """The energy components of a report row, in the report's order (the
+    architecture decides which exist: its PE kind, decoder...)."""
+    return [k[len("energy_"):-len("_pj")] for k in row
+            if k.startswith("energy_") and k.endswith("_pj") and k not in ("energy_total_pj", "energy_dynamic_pj")]
 
 
 @dataclass
@@ -32,6 +39,8 @@ class Report:
     energy_table: str           # path of the energy CSV used
     arch_spec: dict = field(default_factory=dict)    # the full ArchSpec, to reproduce the run
     unit_costs: list[dict] = field(default_factory=list)  # EnergyModel.unit_costs(): every pJ with its source
+    static_power_mw: float = 0.0  # leakage + clock power of the whole accelerator
+    notes: list[str] = field(default_factory=list)  # e.g. technology scaling applied
 
     # -- tables ---------------------------------------------------------------
     def to_dataframe(self, total: bool = True):
@@ -53,7 +62,7 @@ class Report:
 
     def top_components(self, n: int = 3) -> list[str]:
         """The n energy components that cost most over the whole run."""
-        ranked = sorted(ENERGY_COMPONENTS, key=lambda c: -self.totals[f"energy_{c}_pj"])
+        ranked = sorted(energy_components(self.totals), key=lambda c: -self.totals[f"energy_{c}_pj"])
         return [c for c in ranked[:n] if self.totals[f"energy_{c}_pj"] > 0]
 
     def format_table(self) -> str:
@@ -80,8 +89,9 @@ class Report:
         t = self.totals
         area_mm2 = self.area_um2.get("total", 0.0) / 1e6
         return "\n".join([f"{self.arch} @ {self.clock_mhz:g} MHz: {t['latency_ms']:.3f} ms, "
-                          f"{t['energy_total_pj'] / 1e6:,.2f} uJ, {area_mm2:.3f} mm^2, "
-                          f"utilisation {100 * t['utilisation']:.1f}%",
+                          f"{t['energy_total_pj'] / 1e6:,.2f} uJ (static {t.get('energy_static_pj', 0) / 1e6:,.2f}), "
+                          f"{area_mm2:.3f} mm^2, utilisation {100 * t['utilisation']:.1f}%",
+                          *(f"note: {n}" for n in self.notes),
                           line(header), rule, *map(line, rows), rule, line(total)])
 
     # -- figure ---------------------------------------------------------------
@@ -109,7 +119,7 @@ class Report:
         ax_t.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
 
         bottom = [0.0] * len(names)
-        for i, c in enumerate(ENERGY_COMPONENTS):
+        for i, c in enumerate(energy_components(self.totals)):
             vals = [r[f"energy_{c}_pj"] / 1e6 for r in self.layers]
             if any(vals):
                 # a fixed colour per component, so figures of different runs compare at a glance
@@ -129,7 +139,7 @@ def _utilisation(macs: int, pes: int, cycles: int) -> float:
 
 def build_report(stats: Stats, arch: ArchSpec, energy_model: EnergyModel | None = None) -> Report:
     em = energy_model if energy_model is not None else EnergyModel(arch)
-    pes = arch.pe_array.rows * arch.pe_array.cols
+    pes = em.pe.peak_macs_per_cycle
     cycles_per_ms = arch.clock_mhz * 1e3
     rows = []
     for ls in stats.layers:
@@ -141,14 +151,17 @@ def build_report(stats: Stats, arch: ArchSpec, energy_model: EnergyModel | None 
                "latency_ms": ls.total_cycles / cycles_per_ms,
                "dram_read_bytes": ls.dram_read_bytes, "dram_write_bytes": ls.dram_write_bytes,
                "sram_bytes": sum(ls.sram_read_bytes.values()) + sum(ls.sram_write_bytes.values()),
-               "codebook_lookups": ls.codebook_lookups}
-        row.update({f"energy_{c}_pj": energy[c] for c in ENERGY_COMPONENTS})
+               "codebook_lookups": ls.codebook_lookups, "loop_order": ls.meta.get("loop_order", "")}
+        row.update({f"energy_{c}_pj": energy[c] for c in em.components})
+        row["energy_dynamic_pj"] = sum(v for c, v in energy.items() if c != "static")
         row["energy_total_pj"] = sum(energy.values())
         rows.append(row)
-    totals = {"name": TOTAL_NAME, "op": ""}
-    totals.update({k: sum(r[k] for r in rows) for k in _SUMMED})
+    totals = {"name": TOTAL_NAME, "op": "", "loop_order": ""}
+    summed = _SUMMED + tuple(f"energy_{c}_pj" for c in em.components) + ("energy_dynamic_pj", "energy_total_pj")
+    totals.update({k: sum(r[k] for r in rows) for k in summed})
     totals["utilisation"] = _utilisation(totals["macs"], pes, totals["total_cycles"])
     totals["latency_ms"] = totals["total_cycles"] / cycles_per_ms
     totals = {k: totals[k] for k in rows[0]} if rows else totals  # same column order as the layers
     return Report(arch=arch.name, clock_mhz=arch.clock_mhz, layers=rows, totals=totals, area_um2=em.area_um2(),
-                  energy_table=em.table.path, arch_spec=arch.model_dump(mode="json"), unit_costs=em.unit_costs())
+                  energy_table=em.table.path, arch_spec=arch.model_dump(mode="json"), unit_costs=em.unit_costs(),
+                  static_power_mw=em.static_power_mw, notes=[em.scaling_note] if em.scaling_note else [])

@@ -22,6 +22,9 @@ class LayerStats:
     dram_read_by_buffer: dict = field(default_factory=lambda: defaultdict(int))  # weight/input/output/codebook
     codebook_lookups: int = 0
     codebook_loads: int = 0
+    # 'component.action' -> count (MACs, register moves, lookups, sign applications...),
+    # named by the component that performs them and priced by archsim.energy
+    actions: dict = field(default_factory=lambda: defaultdict(int))
     # buffer -> bytes read / written on chip
     sram_read_bytes: dict = field(default_factory=lambda: defaultdict(int))
     sram_write_bytes: dict = field(default_factory=lambda: defaultdict(int))
@@ -44,8 +47,10 @@ class Stats:
     total_cycles: int
     dram_busy_cycles: int
     buffer_peak_bytes: dict
+    buffer_end_bytes: dict = field(default_factory=dict)  # bytes still held when the run ends (0 = all freed)
     events: int = 0
 
     def to_dict(self) -> dict:
         return {"arch": self.arch, "total_cycles": self.total_cycles, "dram_busy_cycles": self.dram_busy_cycles,
-                "buffer_peak_bytes": dict(self.buffer_peak_bytes), "layers": [l.to_dict() for l in self.layers]}
+                "buffer_peak_bytes": dict(self.buffer_peak_bytes),
+                "buffer_end_bytes": dict(self.buffer_end_bytes), "layers": [l.to_dict() for l in self.layers]}

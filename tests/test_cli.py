@@ -40,7 +40,7 @@ def test_run_with_vq_weights_on_the_vq_accelerator(tmp_path, capsys):
 
 def test_validate_ok_and_set_override(capsys):
     assert main(["validate", str(ROOT / "arch_configs" / "sa32_ws.yaml"), "--set", "pe_array.rows=8"]) == 0
-    assert "8x32 ws" in capsys.readouterr().out
+    assert "8x32 systolic ws" in capsys.readouterr().out
 
 
 def test_malformed_yaml(tmp_path, capsys):

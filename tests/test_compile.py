@@ -72,7 +72,7 @@ def test_layers_carry_the_real_weights_and_default_format():
     assert layers[0].weight.data_ptr() == model.conv1.weight.data_ptr()
     assert not layers[0].weight.requires_grad
     assert layers[-1].weight.shape == (1000, 512)
-    assert all(l.fmt == DenseFormat(bits=8) and l.act_bits == 8 for l in layers)
+    assert all(l.fmt == DenseFormat(bits=8) for l in layers)
 
 
 @pytest.mark.parametrize("name, macs, n_layers", [
@@ -122,14 +122,14 @@ def test_batch_multiplies_rows_and_attention_groups():
     assert layers[1].M == 2 * 197
 
 
-def test_formats_and_act_bits_are_attached_by_name():
+def test_formats_are_attached_by_name():
     model = build("resnet20")
     vq = VQFormat(k=256, d=4)
-    layers = trace(model, default_input("resnet20"), formats={"layer2.0.conv1": vq}, act_bits=4)
+    layers = trace(model, default_input("resnet20"), formats={"layer2.0.conv1": vq})
     by_name = {l.name: l for l in layers}
     assert by_name["layer2.0.conv1"].fmt is vq
     assert by_name["layer2.0.conv2"].fmt == DenseFormat(bits=8)
-    assert all(l.act_bits == 4 for l in layers)
+    assert not hasattr(layers[0], "act_bits")  # activation width has one owner: pe_array.act_bits
 
 
 def test_unknown_format_key_is_refused():

@@ -117,7 +117,7 @@ def _conv_pad(m: nn.Conv2d, name: str) -> int:
     return _same_hw(m.padding, "padding", name)
 
 
-def _conv_spec(name, m: nn.Conv2d, in_shape, out_shape, fmt, act_bits) -> LayerSpec:
+def _conv_spec(name, m: nn.Conv2d, in_shape, out_shape, fmt) -> LayerSpec:
     if len(in_shape) == 3:  # unbatched (C, H, W) input
         in_shape, out_shape = (1, *in_shape), (1, *out_shape)
     b, c, h, w = in_shape
@@ -139,17 +139,16 @@ def _conv_spec(name, m: nn.Conv2d, in_shape, out_shape, fmt, act_bits) -> LayerS
                       in_h=h, in_w=w, out_h=p, out_w=q, groups=g),
         weight=m.weight.detach(),
         fmt=fmt,
-        act_bits=act_bits,
         in_elems=b * c * h * w,
     )
 
 
-def _linear_spec(name, m: nn.Linear, in_shape, fmt, act_bits) -> LayerSpec:
+def _linear_spec(name, m: nn.Linear, in_shape, fmt) -> LayerSpec:
     return LayerSpec(name=name, op="linear", M=math.prod(in_shape[:-1]), N=m.out_features,
-                     K=m.in_features, weight=m.weight.detach(), fmt=fmt, act_bits=act_bits)
+                     K=m.in_features, weight=m.weight.detach(), fmt=fmt)
 
 
-def _matmul_spec(node: fx.Node, live: set[fx.Node], act_bits: int) -> LayerSpec:
+def _matmul_spec(node: fx.Node, live: set[fx.Node]) -> LayerSpec:
     a, b = node.args[0], node.args[1]
     for operand in (a, b):
         if not (isinstance(operand, fx.Node) and operand in live):
@@ -165,9 +164,9 @@ def _matmul_spec(node: fx.Node, live: set[fx.Node], act_bits: int) -> LayerSpec:
     batch = torch.broadcast_shapes(sa[:-2], sb[:-2])
     return LayerSpec(name=node.name, op="matmul", M=sa[-2], N=sb[-1], K=sa[-1],
                      groups=math.prod(batch), weight=None,
-                     # the "weight" side of a matmul is an activation
-                     fmt=DenseFormat(bits=act_bits),
-                     act_bits=act_bits)
+                     # the "weight" side of a matmul is an activation, as wide as the
+                     # architecture's activations (pe_array.act_bits)
+                     fmt=DenseFormat(bits=8))
 
 
 def _has_weights(m: nn.Module) -> bool:
@@ -199,8 +198,8 @@ def _propagate_shapes(gm: fx.GraphModule, inputs: tuple) -> None:
         raise ArchsimError(f"cannot infer output shapes here: {cause}", field=where) from e
 
 
-def trace(model: nn.Module, example_input, formats: Optional[Mapping[str, WeightFormat]] = None,
-          act_bits: int = 8) -> list[LayerSpec]:
+def trace(model: nn.Module, example_input, formats: Optional[Mapping[str, WeightFormat]] = None
+          ) -> list[LayerSpec]:
     """LayerSpecs of `model` for `example_input` (a tensor, or a tuple of
     tensors for a multi-input forward; its batch size sets M).
 
@@ -234,9 +233,9 @@ def trace(model: nn.Module, example_input, formats: Optional[Mapping[str, Weight
                 layer_name = name if k == 0 else f"{name}:{k}"
                 in_shape = _shape(node.args[0])
                 if isinstance(m, nn.Conv2d):
-                    layers.append(_conv_spec(layer_name, m, in_shape, _shape(node), fmt, act_bits))
+                    layers.append(_conv_spec(layer_name, m, in_shape, _shape(node), fmt))
                 else:
-                    layers.append(_linear_spec(layer_name, m, in_shape, fmt, act_bits))
+                    layers.append(_linear_spec(layer_name, m, in_shape, fmt))
             elif _has_weights(m) and not isinstance(m, _NO_MAC_MODULES):
                 raise ArchsimError(f"unsupported layer kind {type(m).__name__}: it has weights "
                                    "but no mapping to conv/dwconv/linear/matmul", field=name)
@@ -245,7 +244,7 @@ def trace(model: nn.Module, example_input, formats: Optional[Mapping[str, Weight
             target = node.target
             is_fn = node.op == "call_function"
             if (target in _MATMUL_FUNCS) if is_fn else (target in _MATMUL_METHODS):
-                layers.append(_matmul_spec(node, live, act_bits))
+                layers.append(_matmul_spec(node, live))
             elif (target in _UNMAPPED_FUNCS) if is_fn else (target in _UNMAPPED_METHODS):
                 what = getattr(target, "__name__", str(target))
                 raise ArchsimError(f"unsupported op {what} called functionally; use nn.Conv2d / "

@@ -43,7 +43,7 @@ class LayerSpec:
     conv: Optional[ConvGeom] = None
     weight: Optional[object] = field(default=None, repr=False)  # torch.Tensor or None
     fmt: WeightFormat = field(default_factory=DenseFormat)
-    act_bits: int = 8
+    # activation width is the architecture's (pe_array.act_bits), its one owner
     # for conv layers: raw input activation elements (H*W*C); None = use im2col size
     in_elems: Optional[int] = None
 

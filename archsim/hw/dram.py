@@ -29,6 +29,13 @@ class DRAMChannel:
         self.bytes_read = 0
         self.bytes_written = 0
 
+    def read(self, nbytes: int):
+        """SimPy generator: a read, done when its data has arrived (the bus
+        transfer plus the access latency)."""
+        yield self.transfer(nbytes)
+        if self.latency_cycles:
+            yield self.env.timeout(self.latency_cycles)
+
     def transfer(self, nbytes: int, write: bool = False) -> simpy.Event:
         """Event that fires when `nbytes` have crossed the bus."""
         if write:

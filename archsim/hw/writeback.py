@@ -12,5 +12,5 @@ class WriteBack:
         self.env = env
         self.dram = dram
 
-    def store(self, nbytes: int):
-        return self.dram.transfer(nbytes, write=True)
+    def execute(self, env, node):
+        yield self.dram.transfer(node["bytes"], write=True)

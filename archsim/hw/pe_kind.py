@@ -1,0 +1,114 @@
+"""The PE-kind interface: everything specific to one datapath, declared where
+the datapath is defined (one module per kind under archsim/hw/).
+
+A PE kind is a class registered with `@register_pe_kind` that declares:
+  Spec                  its pydantic block; `pe_array` in a YAML is validated
+                        against the Spec of the class its `kind` names, so a
+                        kind adds its own parameters and unknown keys stay errors;
+  map_layer(t)          how a layer maps onto it: the loop nest, fold shapes,
+                        which operand is stationary. `t` is the generic
+                        workloads.tiling.LayerTiler that creates load / decode /
+                        compute / store nodes and knows residency and double
+                        buffering; the kind only decides the order and shapes;
+  fold_cycles(fold)     closed-form timing of one fold chunk;
+  fold_actions(fold)    named actions of one fold chunk ('component.action':
+                        count), priced by action_costs;
+  action_costs(em)      pJ per action, each with where it came from;
+  area_um2(em)          area per component, each tagged logic or sram (static
+                        power is area x the table's leakage/clock density);
+  peak_macs_per_cycle   for utilisation.
+A compute node carries `cycles` and `actions` worked out by the kind when the
+layer is mapped, so the engine runs any kind without knowing it.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from pydantic import BaseModel, ConfigDict, PositiveInt
+
+from .registry import register
+
+
+class ComponentSpec(BaseModel):
+    """Base of every plug-in component's YAML block: unknown keys are errors."""
+    model_config = ConfigDict(extra="forbid")
+
+
+class PESpec(ComponentSpec):
+    kind: str
+    rows: PositiveInt
+    cols: PositiveInt
+    act_bits: PositiveInt = 8
+    source: str = ""
+
+
+class Fold(NamedTuple):
+    """One fold chunk: the PE rows and columns it uses, the streamed length,
+    whether it is the fold's first (pays the fill) and last (pays the drain)
+    chunk, and the layer's weight format (None for an activation operand)."""
+    rows_used: int
+    cols_used: int
+    stream_len: int
+    first: bool
+    last: bool
+
+
+def register_pe_kind(name: str):
+    """Register a PE kind class under `kind: <name>`."""
+    return register("pe_array", name)
+
+
+class PEKind:
+    Spec: type[PESpec] = PESpec
+    kind = "abstract"
+
+    def __init__(self, spec: PESpec, arch):
+        self.spec = spec
+        self.arch = arch
+        self.rows = spec.rows
+        self.cols = spec.cols
+        self._fold_cache: dict = {}
+
+    # -- mapping --------------------------------------------------------------
+    def map_layer(self, t) -> int | None:
+        """Emit the layer's nodes through the LayerTiler `t`; return its last store."""
+        raise NotImplementedError
+
+    def loop_order(self, t) -> str:
+        """Name of the loop order chosen for this layer (shown in the report)."""
+        return ""
+
+    # -- one fold -------------------------------------------------------------
+    def fold_cycles(self, fold: Fold, fmt) -> int:
+        raise NotImplementedError
+
+    def fold_actions(self, fold: Fold, fmt) -> dict[str, int]:
+        raise NotImplementedError
+
+    def fold_cost(self, fold: Fold, fmt) -> tuple[int, tuple]:
+        """(cycles, actions as a tuple of pairs), cached: many folds share a shape."""
+        key = (fold, fmt)
+        hit = self._fold_cache.get(key)
+        if hit is None:
+            hit = self._fold_cache[key] = (self.fold_cycles(fold, fmt),
+                                          tuple((k, v) for k, v in self.fold_actions(fold, fmt).items() if v))
+        return hit
+
+    # -- cost -----------------------------------------------------------------
+    @property
+    def peak_macs_per_cycle(self) -> int:
+        return self.rows * self.cols
+
+    def action_costs(self, em) -> dict[str, tuple[float, str]]:
+        """{'component.action': (pJ per action, where the number came from)}."""
+        raise NotImplementedError
+
+    def area_um2(self, em) -> dict[str, tuple[float, str]]:
+        """{component: (um^2, 'logic' | 'sram')}."""
+        raise NotImplementedError
+
+    # -- simulation -----------------------------------------------------------
+    def execute(self, env, node):
+        """SimPy generator that runs one compute node. Most kinds are a
+        closed-form fold: wait its cycles."""
+        yield env.timeout(node["cycles"])
