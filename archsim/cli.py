@@ -109,6 +109,15 @@ def cmd_list(args) -> int:
     return 0
 
 
+def cmd_reproduce(args) -> int:
+    from archsim.reproduce import format_table, reproduce
+
+    claims = reproduce(args.paper, args.out)
+    print(format_table(args.paper, claims))
+    print(f"\nwrote {Path(args.out) / args.paper}.json, {args.paper}.png")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="archsim", description="Simulate DNN accelerators running compressed models.")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -143,6 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("file")
     add_arch_opts(v)
     v.set_defaults(func=cmd_validate)
+
+    rp = sub.add_parser("reproduce", help="a paper's headline claims: its shipped YAMLs vs their baselines")
+    rp.add_argument("paper", choices=["mvq", "ssvq"], help="which paper")
+    rp.add_argument("--out", default="archsim_out/reproduce", help="folder for <paper>.json and <paper>.png")
+    rp.set_defaults(func=cmd_reproduce)
 
     l = sub.add_parser("list", help="list built-in models and architectures")
     l.set_defaults(func=cmd_list)

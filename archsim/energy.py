@@ -322,6 +322,23 @@ class EnergyModel:
         (same bit count; only the periphery changes)."""
         return self._sram(capacity_bytes, self.table.area)
 
+    # -- small logic built from the table's gate rows --------------------------
+    def mux_pj(self, ways: int, bits: int) -> tuple[float, str]:
+        """A ways:1 multiplexer of `bits` bits is a tree of (ways-1) 2:1 muxes per bit."""
+        n = (ways - 1) * bits
+        return (self.table.value("mux2_1b", "pJ/op") * n,
+                f"mux2_1b x (ways-1)*bits = x{n} ({self.src('mux2_1b')})")
+
+    def mux_area_um2(self, ways: int, bits: int) -> float:
+        return self.table.area("mux2_1b") * (ways - 1) * bits
+
+    def lzc_pj(self, bits: int) -> tuple[float, str]:
+        """A leading-zero counter over `bits` bits (priority encoder)."""
+        return (self.table.value("lzc_8b", "pJ/op") * bits / 8, f"lzc_8b x{bits}/8 ({self.src('lzc_8b')})")
+
+    def lzc_area_um2(self, bits: int) -> float:
+        return self.table.area("lzc_8b") * bits / 8
+
     # -- energy ---------------------------------------------------------------
     def unit_costs(self) -> list[dict]:
         """Every per-action cost this model uses, with where it came from."""

@@ -147,7 +147,9 @@ def build_report(stats: Stats, arch: ArchSpec, energy_model: EnergyModel | None 
         row = {"name": ls.name, "op": ls.op, "macs": ls.macs,
                "total_cycles": ls.total_cycles, "compute_cycles": ls.compute_cycles,
                "stall_cycles": ls.stall_cycles,
-               "utilisation": _utilisation(ls.macs, pes, ls.total_cycles),
+               # useful work: the MACs the PEs executed (a sparse array skips the pruned ones)
+               "pe_macs": ls.actions.get("pe_arith.mac", ls.macs),
+               "utilisation": _utilisation(ls.actions.get("pe_arith.mac", ls.macs), pes, ls.total_cycles),
                "latency_ms": ls.total_cycles / cycles_per_ms,
                "dram_read_bytes": ls.dram_read_bytes, "dram_write_bytes": ls.dram_write_bytes,
                "sram_bytes": sum(ls.sram_read_bytes.values()) + sum(ls.sram_write_bytes.values()),
@@ -159,7 +161,8 @@ def build_report(stats: Stats, arch: ArchSpec, energy_model: EnergyModel | None 
     totals = {"name": TOTAL_NAME, "op": "", "loop_order": ""}
     summed = _SUMMED + tuple(f"energy_{c}_pj" for c in em.components) + ("energy_dynamic_pj", "energy_total_pj")
     totals.update({k: sum(r[k] for r in rows) for k in summed})
-    totals["utilisation"] = _utilisation(totals["macs"], pes, totals["total_cycles"])
+    totals["pe_macs"] = sum(r["pe_macs"] for r in rows)
+    totals["utilisation"] = _utilisation(totals["pe_macs"], pes, totals["total_cycles"])
     totals["latency_ms"] = totals["total_cycles"] / cycles_per_ms
     totals = {k: totals[k] for k in rows[0]} if rows else totals  # same column order as the layers
     return Report(arch=arch.name, clock_mhz=arch.clock_mhz, layers=rows, totals=totals, area_um2=em.area_um2(),

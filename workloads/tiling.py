@@ -148,7 +148,8 @@ class LayerTiler:
         lookups = self.fmt.decode_lookups(n_weights)
         actions = self.decoder_cls.decode_actions(self.arch.decoder, self.fmt, n_weights, lookups)
         return self.b.add("decode", "decoder", self.li, tuple(deps) + (self.side_load,), lookups=lookups,
-                          weights=n_weights, actions=actions, sram=(("weight", read_bytes, 0),))
+                          weights=n_weights, actions=actions, sram=(("weight", read_bytes, 0),),
+                          **self.decoder_cls.decode_extra(self.fmt, n_weights))
 
     def compute(self, fold, deps, macs: int, alloc=(), sram=()) -> int:
         fmt = None if self.layer.op == "matmul" else self.fmt

@@ -40,6 +40,11 @@ class VQDecoder:
         yield env.timeout(self.cycles(node))
 
     @classmethod
+    def decode_extra(cls, fmt, n_weights: int) -> dict:
+        """Node attributes this decoder's timing needs beyond lookups and weights."""
+        return {}
+
+    @classmethod
     def decode_actions(cls, spec, fmt, n_weights: int, lookups: int) -> tuple:
         return (("codebook.read", lookups), ("decoder.lookup", lookups))
 
@@ -91,3 +96,44 @@ class SignVQDecoder(VQDecoder):
     def area_um2(cls, em, spec, cb) -> dict:
         a, kind = super().area_um2(em, spec, cb)["decoder"]
         return {"decoder": (a + spec.signs_per_cycle * em.table.area("int8_add"), kind)}
+
+
+class MVQLoaderSpec(DecoderSpec):
+    kind: Literal["mvq_loader"] = "mvq_loader"
+    mask_decoders: PositiveInt = 8
+
+
+@register("decoder", "mvq_loader")
+class MVQLoader(VQDecoder):
+    """MVQ's weight loader (PAPERS.md section 1): rebuilds sparse weights from
+    index + N:M mask + a codebook register file. Per sub-vector one codebook
+    lookup; per group of M weights its mask goes through a leading-zero-count
+    mask decoder (`mask_decoders` groups per cycle) that yields the positions
+    of the N kept weights, which steer them to the sparse array's PE rows.
+    The slower of the two stages sets the pace."""
+    Spec = MVQLoaderSpec
+
+    def cycles(self, node) -> int:
+        lookup = math.ceil(node["lookups"] / self.vectors_per_cycle)
+        masks = math.ceil(node["mask_groups"] / self.spec.mask_decoders)
+        return max(lookup, masks) + self.spec.latency_cycles
+
+    @classmethod
+    def decode_extra(cls, fmt, n_weights: int) -> dict:
+        return {"mask_groups": fmt.n_groups(n_weights) if hasattr(fmt, "n_groups") else 0}
+
+    @classmethod
+    def decode_actions(cls, spec, fmt, n_weights: int, lookups: int) -> tuple:
+        passes = cls.decode_extra(fmt, n_weights)["mask_groups"] * getattr(fmt, "n", 0)
+        return super().decode_actions(spec, fmt, n_weights, lookups) + (("decoder.mask_decode", passes),)
+
+    @classmethod
+    def action_costs(cls, em, spec, cb) -> dict:
+        costs = super().action_costs(em, spec, cb)
+        costs["decoder.mask_decode"] = em.lzc_pj(8)  # one LZC pass per kept weight over a mask of M <= 8 bits
+        return costs
+
+    @classmethod
+    def area_um2(cls, em, spec, cb) -> dict:
+        a, kind = super().area_um2(em, spec, cb)["decoder"]
+        return {"decoder": (a + spec.mask_decoders * em.lzc_area_um2(8), kind)}

@@ -45,12 +45,14 @@ class PESpec(ComponentSpec):
 class Fold(NamedTuple):
     """One fold chunk: the PE rows and columns it uses, the streamed length,
     whether it is the fold's first (pays the fill) and last (pays the drain)
-    chunk, and the layer's weight format (None for an activation operand)."""
+    chunk, and whether it is the layer's first fold. The layer's weight
+    format comes beside it (None where the operand is an activation)."""
     rows_used: int
     cols_used: int
     stream_len: int
     first: bool
     last: bool
+    layer_first: bool = False
 
 
 def register_pe_kind(name: str):

@@ -257,7 +257,8 @@ class SystolicArray(PEKind):
                                 if first and dec is None:
                                     stat_read = stat_tile if weights_stationary else t.act_bytes(ru * cu)
                                     sram.append((stat_buf, stat_read, 0))
-                                cp = t.compute(Fold(self.pe_rows(ru, t), cu, sl, first, s == b1 - 1), deps,
+                                cp = t.compute(Fold(self.pe_rows(ru, t), cu, sl, first, s == b1 - 1, not recent),
+                                               deps,
                                                macs=ru * cu * sl, alloc=alloc, sram=tuple(sram))
                                 recent.append(cp)
                                 if len(recent) > 2:

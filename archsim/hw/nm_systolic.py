@@ -1,0 +1,84 @@
+"""`kind: nm_systolic`: an N:M structured-sparse weight-stationary systolic
+array. Every M consecutive reduction inputs (input channels) feed N PE rows:
+each PE picks, through an M:1 activation-select multiplexer, the activation
+its kept weight belongs to. One row fold of `rows` PE rows therefore covers
+rows*M/N reduction inputs, and a layer needs ceil(K*N/M / rows) row folds
+instead of ceil(K / rows) (SCALE-Sim v3's sparse weight-stationary model
+counts folds the same way; tests/test_scalesim_sparse.py compares).
+
+The array is built for one pattern (`n`, `m`). A layer whose weights are N:M
+with the same M and at most N kept runs sparse (a 1:4 layer on a 2:4 array
+wastes half its PE rows); any other layer runs dense, one PE row per
+reduction input, the muxes passing the activation straight through.
+Costs beyond the dense array: one mux select per MAC (energy), and an M:1
+mux of act_bits per PE (area), priced from the table's mux rows.
+"""
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from pydantic import PositiveInt, model_validator
+
+from .pe_kind import ComponentSpec, Fold, register_pe_kind
+from .systolic import SystolicArray, SystolicSpec
+
+
+class NMSparseMixin:
+    """Reduction mapping and mux costs shared by the N:M sparse kinds."""
+
+    def layer_nm(self, t) -> tuple[int, int] | None:
+        """(n, m) the array runs this layer at, or None when it runs dense."""
+        fmt = t.fmt
+        if t.layer.op == "matmul" or not hasattr(fmt, "density"):
+            return None
+        if getattr(fmt, "m", None) != self.spec.m or getattr(fmt, "n", self.spec.n + 1) > self.spec.n:
+            return None
+        return self.spec.n, self.spec.m
+
+    def reduction_span(self, t) -> int:
+        nm = self.layer_nm(t)
+        return self.rows if nm is None else self.rows * nm[1] // nm[0]
+
+    def pe_rows(self, span_used: int, t) -> int:
+        nm = self.layer_nm(t)
+        return span_used if nm is None else math.ceil(span_used * nm[0] / nm[1])
+
+    def loop_order(self, t) -> str:
+        nm = self.layer_nm(t)
+        base = super().loop_order(t)
+        return f"{base}, {nm[0]}:{nm[1]} sparse" if nm else f"{base}, dense"
+
+    def fold_actions(self, fold: Fold, fmt) -> dict[str, int]:
+        a = super().fold_actions(fold, fmt)
+        a["mux.select"] = a["pe_arith.mac"]  # every MAC's activation passes its PE's mux
+        return a
+
+    def action_costs(self, em):
+        return {**super().action_costs(em), "mux.select": em.mux_pj(self.spec.m, self.spec.act_bits)}
+
+    def area_um2(self, em):
+        mux = self.rows * self.cols * em.mux_area_um2(self.spec.m, self.spec.act_bits)
+        return {**super().area_um2(em), "mux": (mux, "logic")}
+
+
+class NMPattern(ComponentSpec):
+    """The N:M pattern an array is built for."""
+    n: PositiveInt = 2
+    m: PositiveInt = 4
+
+    @model_validator(mode="after")
+    def _n_le_m(self):
+        if self.n > self.m:
+            raise ValueError(f"N:M needs n <= m, got {self.n}:{self.m}")
+        return self
+
+
+class NMSystolicSpec(NMPattern, SystolicSpec):
+    kind: Literal["nm_systolic"] = "nm_systolic"
+    dataflow: Literal["ws"] = "ws"
+
+
+@register_pe_kind("nm_systolic")
+class NMSystolicArray(NMSparseMixin, SystolicArray):
+    Spec = NMSystolicSpec
