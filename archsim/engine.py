@@ -131,4 +131,5 @@ def run(graph, arch: ArchSpec) -> Stats:
         ls.stall_cycles = max(0, ls.total_cycles - ls.compute_cycles)
         prev_end = ls.end_cycle
     return Stats(arch=arch.name, layers=layers, total_cycles=int(env.now), dram_busy_cycles=m.dram.busy_cycles,
-                 buffer_peak_bytes={k: b.peak_bytes for k, b in bufs.items()})
+                 buffer_peak_bytes={k: b.peak_bytes for k, b in bufs.items()},
+                 buffer_end_bytes={k: b.level for k, b in bufs.items()})

@@ -45,7 +45,9 @@ class Stats:
     dram_busy_cycles: int
     buffer_peak_bytes: dict
     events: int = 0
+    buffer_end_bytes: dict = field(default_factory=dict)  # bytes still held at the end (0: all freed)
 
     def to_dict(self) -> dict:
         return {"arch": self.arch, "total_cycles": self.total_cycles, "dram_busy_cycles": self.dram_busy_cycles,
-                "buffer_peak_bytes": dict(self.buffer_peak_bytes), "layers": [l.to_dict() for l in self.layers]}
+                "buffer_peak_bytes": dict(self.buffer_peak_bytes),
+                "buffer_end_bytes": dict(self.buffer_end_bytes), "layers": [l.to_dict() for l in self.layers]}
