@@ -18,7 +18,8 @@ DEFAULT_ARCH = "sa32_ws"
 
 class _Strict(BaseModel):
     # Unknown keys are errors: a typo in a YAML must never be silently ignored.
-    model_config = ConfigDict(extra="forbid")
+    # NaN and infinity are never a size, a rate or a clock.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class DRAMSpec(_Strict):
@@ -118,40 +119,104 @@ def _set_dotted(d: dict, dotted: str, value, source: str):
     cur[keys[-1]] = value
 
 
-def parse_override(text: str) -> tuple[str, object]:
-    if "=" not in text:
-        raise ArchsimError(f"override {text!r} must look like path.to.field=value", field="--set")
+def parse_override(text: str, flag: str = "--set") -> tuple[str, object]:
+    if not isinstance(text, str) or "=" not in text:
+        raise ArchsimError(f"override {text!r} must look like path.to.field=value", field=flag)
     key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ArchsimError(f"override {text!r} must look like path.to.field=value", field=flag)
     # YAML scalars: 32 -> int, 1.5 -> float, ws -> str, true -> bool
-    return key.strip(), yaml.safe_load(raw)
+    try:
+        return key, yaml.safe_load(raw)
+    except yaml.YAMLError as e:
+        raise ArchsimError(f"value is not valid YAML ({getattr(e, 'problem', None) or e})",
+                           file=f"{flag} {text}", field=key) from None
 
 
-def load_arch_dict(data: dict, overrides: list[str] | None = None, source: str = "<dict>") -> ArchSpec:
+def _schema_fields(loc: tuple) -> list[str]:
+    """Field names of the schema model at `loc` (a pydantic error location
+    minus its last item); [] when the path leads to no model. Unions (e.g. a
+    block chosen by `kind`) give the fields of all their models."""
+    import typing
+
+    from pydantic import BaseModel as _BM
+
+    def models(ann):
+        if isinstance(ann, type) and issubclass(ann, _BM):
+            return [ann]
+        out = []
+        for a in typing.get_args(ann):
+            out += models(a)
+        return out
+
+    current = [ArchSpec]
+    for part in loc:
+        nxt = []
+        for m in current:
+            f = m.model_fields.get(str(part))
+            if f is not None:
+                nxt += models(f.annotation)
+        current = nxt or current  # not a field (e.g. a union's tag in the location): same models
+    names = []
+    for m in current:
+        names += [n for n in m.model_fields if n != "path" and n not in names]
+    return names
+
+
+def _did_you_mean(loc: tuple) -> str:
+    import difflib
+
+    near = difflib.get_close_matches(str(loc[-1]), _schema_fields(tuple(loc[:-1])), n=1)
+    return f" (did you mean {near[0]!r}?)" if near else ""
+
+
+def load_arch_dict(data: dict, overrides: list[str] | None = None, source: str = "<dict>",
+                   flag: str = "--set") -> ArchSpec:
+    """Validate `data` after applying `overrides` ('path.to.field=value').
+    An error in a field that an override set names the override (`flag`
+    and its text) instead of the file."""
     data = copy.deepcopy(data)
     data.pop("path", None)
+    applied = []  # (dotted key, override text), in order
     for ov in overrides or []:
-        key, value = parse_override(ov)
-        _set_dotted(data, key, value, source)
+        key, value = parse_override(ov, flag)
+        _set_dotted(data, key, value, f"{flag} {ov}")
+        applied.append((key, ov))
     try:
         spec = ArchSpec.model_validate(data)
     except ValidationError as e:
-        err = e.errors()[0]
-        field = ".".join(str(p) for p in err["loc"])
+        errors = e.errors()
+        # an unknown key first: a misspelled required key also shows up as
+        # "Field required" for the right name, which hides the typo
+        err = next((x for x in errors if x["type"] == "extra_forbidden"), errors[0])
+        loc = tuple(err["loc"])
+        field = ".".join(str(p) for p in loc)
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
-            msg = "unknown key"
-        raise ArchsimError(msg, file=source, field=field) from None
+            msg = "unknown key" + _did_you_mean(loc)
+        where = source
+        for key, ov in reversed(applied):
+            if field == key or field.startswith(key + ".") or key.startswith(field + "."):
+                where = f"{flag} {ov}"
+                break
+        raise ArchsimError(msg, file=where, field=field) from None
     spec.path = source
     return spec
 
 
 def resolve_arch_path(name_or_path: str | Path) -> Path:
-    p = Path(name_or_path)
-    if p.exists():
-        return p
-    cand = ARCH_DIR / f"{name_or_path}.yaml"
-    if cand.exists():
-        return cand
+    try:
+        p = Path(name_or_path)
+        if p.is_dir():
+            raise ArchsimError("is a directory, expected an architecture YAML file", file=str(name_or_path))
+        if p.exists():
+            return p
+        cand = ARCH_DIR / f"{name_or_path}.yaml"
+        if cand.is_file():
+            return cand
+    except (OSError, ValueError) as e:  # a name the OS cannot take (NUL byte, too long)
+        raise ArchsimError(f"not a usable file name ({e})", file=repr(str(name_or_path))) from None
     known = ", ".join(sorted(q.stem for q in ARCH_DIR.glob("*.yaml")))
     raise ArchsimError(f"no such architecture file (built-in: {known})", file=str(name_or_path))
 
@@ -178,18 +243,26 @@ def arch_dict_from_scalesim_cfg(path: Path) -> dict:
     return data
 
 
-def load_arch(name_or_path: str | Path = DEFAULT_ARCH, overrides: list[str] | None = None) -> ArchSpec:
+def load_arch(name_or_path: str | Path = DEFAULT_ARCH, overrides: list[str] | None = None,
+              flag: str = "--set") -> ArchSpec:
     """Load an architecture YAML (a path, or the name of a built-in in
-    arch_configs/), or a SCALE-Sim .cfg file."""
+    arch_configs/), or a SCALE-Sim .cfg file. `flag` names where the
+    overrides came from in error messages (--set, --grid)."""
     path = resolve_arch_path(name_or_path)
     if path.suffix == ".cfg":
-        return load_arch_dict(arch_dict_from_scalesim_cfg(path), overrides, source=str(path))
+        return load_arch_dict(arch_dict_from_scalesim_cfg(path), overrides, source=str(path), flag=flag)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ArchsimError(f"cannot read architecture file: {e.strerror}", file=str(path)) from None
+    except UnicodeDecodeError as e:
+        raise ArchsimError(f"not UTF-8 text (byte {e.start})", file=str(path), field="<encoding>") from None
+    except RecursionError:
+        raise ArchsimError("YAML nested too deeply", file=str(path), field="YAML") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else "YAML"
         raise ArchsimError(f"malformed YAML ({getattr(e, 'problem', e)})", file=str(path), field=where) from None
     if not isinstance(data, dict):
         raise ArchsimError("top level must be a mapping", file=str(path), field="<root>")
-    return load_arch_dict(data, overrides, source=str(path))
+    return load_arch_dict(data, overrides, source=str(path), flag=flag)
