@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -17,12 +18,18 @@ def _parse_format(text: str):
     from workloads.formats import format_from_dict
 
     name, _, params = text.partition(":")
-    d = {"format": name}
+    d = {"format": name.strip()}
     for item in filter(None, params.split(",")):
         if "=" not in item:
             raise ArchsimError(f"expected key=value, got {item!r}", field="--weights")
         k, v = item.split("=", 1)
-        d[k.strip()] = yaml.safe_load(v)
+        k = k.strip()
+        if k in d:
+            raise ArchsimError(f"{k}: given twice", field="--weights")
+        try:
+            d[k] = yaml.safe_load(v)
+        except yaml.YAMLError:
+            raise ArchsimError(f"{k}: value {v!r} is not a number or a word", field="--weights") from None
     try:
         return format_from_dict(d)
     except (TypeError, ValueError) as e:
@@ -32,14 +39,15 @@ def _parse_format(text: str):
 def _layers_from_args(args, arch):
     from archsim.api import to_layers
 
+    # the format is checked before the model is built and traced (seconds)
+    fmt = _parse_format(args.weights) if args.weights else None
     if args.topology:
         from workloads.scalesim_import import read_topology
 
         layers = read_topology(args.topology)
     else:
         layers = to_layers(args.model)
-    if args.weights:
-        fmt = _parse_format(args.weights)
+    if fmt is not None:
         for L in layers:
             if L.op != "matmul":
                 L.fmt = fmt
@@ -55,21 +63,27 @@ def cmd_run(args) -> int:
     report = simulate(layers, arch, energy_table=args.energy_table)
     print(report.format_table())
     label = Path(args.topology).stem if args.topology else args.model
-    out = Path(args.out) / f"{label}_{arch.name}"
-    out.mkdir(parents=True, exist_ok=True)
-    report.to_csv(out / "report.csv")
-    report.to_json(out / "report.json")
-    if not args.no_plot:
-        report.plot(out / "report.png")
+    # the folder name comes from user text (file stem, arch name): keep it one plain path component
+    folder = re.sub(r"[^A-Za-z0-9._+-]", "_", f"{label}_{arch.name}").lstrip(".") or "report"
+    out = Path(args.out) / folder
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        report.to_csv(out / "report.csv")
+        report.to_json(out / "report.json")
+        if not args.no_plot:
+            report.plot(out / "report.png")
+    except OSError as e:
+        raise ArchsimError(f"cannot write the report: {e.strerror or e}", file=str(out), field="--out") from None
     print(f"\nwrote {out}/report.csv, report.json" + ("" if args.no_plot else ", report.png"))
     return 0
 
 
 def cmd_sweep(args) -> int:
     from archsim.config import load_arch
-    from archsim.dse import expand, parse_grid, pareto_front, sweep
+    from archsim.dse import check_grid, expand, parse_grid, pareto_front, sweep
 
     grid = parse_grid(args.grid)
+    check_grid(args.arch, grid)  # every key and value against the schema, before anything runs
     layers = _layers_from_args(args, load_arch(args.arch[0]))
     total = len(expand(args.arch, grid))
     print(f"{total} design points -> {args.out} (already there are skipped)")

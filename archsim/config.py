@@ -17,7 +17,8 @@ ARCH_DIR = Path(__file__).resolve().parent.parent / "arch_configs"
 DEFAULT_ARCH = "sa32_ws"
 
 
-# Unknown keys are errors: a typo in a YAML must never be silently ignored.
+# Unknown keys are errors: a typo in a YAML must never be silently ignored;
+# NaN and infinity are never a size, a rate or a clock (ComponentSpec's config).
 _Strict = ComponentSpec
 
 
@@ -70,8 +71,8 @@ class DecoderSpec(_Strict):
 class _NestedSpecError(Exception):
     """A plug-in block failed its own schema; load_arch_dict names the field."""
 
-    def __init__(self, block: str, error: ValidationError):
-        self.block, self.error = block, error
+    def __init__(self, block: str, error: ValidationError, spec_cls: type):
+        self.block, self.error, self.spec_cls = block, error, spec_cls
 
 
 def _plugin_spec(role: str, block: str, base: type, default_kind: str, value):
@@ -86,7 +87,7 @@ def _plugin_spec(role: str, block: str, base: type, default_kind: str, value):
     try:
         return spec_cls.model_validate(value)
     except ValidationError as e:
-        raise _NestedSpecError(block, e) from None
+        raise _NestedSpecError(block, e, spec_cls) from None
 
 
 class EnergySpec(_Strict):
@@ -138,45 +139,110 @@ def _set_dotted(d: dict, dotted: str, value, source: str):
     cur[keys[-1]] = value
 
 
-def parse_override(text: str) -> tuple[str, object]:
-    if "=" not in text:
-        raise ArchsimError(f"override {text!r} must look like path.to.field=value", field="--set")
+def parse_override(text: str, flag: str = "--set") -> tuple[str, object]:
+    if not isinstance(text, str) or "=" not in text:
+        raise ArchsimError(f"override {text!r} must look like path.to.field=value", field=flag)
     key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ArchsimError(f"override {text!r} must look like path.to.field=value", field=flag)
     # YAML scalars: 32 -> int, 1.5 -> float, ws -> str, true -> bool
-    return key.strip(), yaml.safe_load(raw)
+    try:
+        return key, yaml.safe_load(raw)
+    except yaml.YAMLError as e:
+        raise ArchsimError(f"value is not valid YAML ({getattr(e, 'problem', None) or e})",
+                           file=f"{flag} {text}", field=key) from None
 
 
-def load_arch_dict(data: dict, overrides: list[str] | None = None, source: str = "<dict>") -> ArchSpec:
+def _schema_fields(loc: tuple) -> list[str]:
+    """Field names of the schema model at `loc` (a pydantic error location
+    minus its last item); [] when the path leads to no model. Unions (e.g. a
+    block chosen by `kind`) give the fields of all their models."""
+    import typing
+
+    from pydantic import BaseModel as _BM
+
+    def models(ann):
+        if isinstance(ann, type) and issubclass(ann, _BM):
+            return [ann]
+        out = []
+        for a in typing.get_args(ann):
+            out += models(a)
+        return out
+
+    current = [ArchSpec]
+    for part in loc:
+        nxt = []
+        for m in current:
+            f = m.model_fields.get(str(part))
+            if f is not None:
+                nxt += models(f.annotation)
+        current = nxt or current  # not a field (e.g. a union's tag in the location): same models
+    names = []
+    for m in current:
+        names += [n for n in m.model_fields if n != "path" and n not in names]
+    return names
+
+
+def _did_you_mean(loc: tuple, model=None) -> str:
+    import difflib
+
+    names = list(model.model_fields) if model is not None else _schema_fields(tuple(loc[:-1]))
+    near = difflib.get_close_matches(str(loc[-1]), names, n=1)
+    return f" (did you mean {near[0]!r}?)" if near else ""
+
+
+def load_arch_dict(data: dict, overrides: list[str] | None = None, source: str = "<dict>",
+                   flag: str = "--set") -> ArchSpec:
+    """Validate `data` after applying `overrides` ('path.to.field=value').
+    An error in a field that an override set names the override (`flag`
+    and its text) instead of the file."""
     data = copy.deepcopy(data)
     data.pop("path", None)
+    applied = []  # (dotted key, override text), in order
     for ov in overrides or []:
-        key, value = parse_override(ov)
-        _set_dotted(data, key, value, source)
-    prefix = ""
+        key, value = parse_override(ov, flag)
+        _set_dotted(data, key, value, f"{flag} {ov}")
+        applied.append((key, ov))
+    prefix, fields_of = (), None
     try:
         spec = ArchSpec.model_validate(data)
     except ArchsimError as e:
         raise ArchsimError(e.message, file=e.file or source, field=e.field) from None
     except (ValidationError, _NestedSpecError) as e:
-        if isinstance(e, _NestedSpecError):
-            prefix, e = e.block + ".", e.error
-        err = e.errors()[0]
-        field = prefix + ".".join(str(p) for p in err["loc"])
+        if isinstance(e, _NestedSpecError):  # a plug-in block: its own class's schema
+            prefix, fields_of, e = (e.block,), e.spec_cls, e.error
+        errors = e.errors()
+        # an unknown key first: a misspelled required key also shows up as
+        # "Field required" for the right name, which hides the typo
+        err = next((x for x in errors if x["type"] == "extra_forbidden"), errors[0])
+        loc = prefix + tuple(err["loc"])
+        field = ".".join(str(p) for p in loc)
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
-            msg = "unknown key"
-        raise ArchsimError(msg, file=source, field=field) from None
+            msg = "unknown key" + _did_you_mean(loc, fields_of if len(loc) == 2 else None)
+        where = source
+        for key, ov in reversed(applied):
+            if field == key or field.startswith(key + ".") or key.startswith(field + "."):
+                where = f"{flag} {ov}"
+                break
+        raise ArchsimError(msg, file=where, field=field) from None
     spec.path = source
     return spec
 
 
 def resolve_arch_path(name_or_path: str | Path) -> Path:
-    p = Path(name_or_path)
-    if p.exists():
-        return p
-    cand = ARCH_DIR / f"{name_or_path}.yaml"
-    if cand.exists():
-        return cand
+    try:
+        p = Path(name_or_path)
+        if p.is_dir():
+            raise ArchsimError("is a directory, expected an architecture YAML file", file=str(name_or_path))
+        if p.exists():
+            return p
+        cand = ARCH_DIR / f"{name_or_path}.yaml"
+        if cand.is_file():
+            return cand
+    except (OSError, ValueError) as e:  # a name the OS cannot take (NUL byte, too long)
+        raise ArchsimError(f"not a usable file name ({e})", file=repr(str(name_or_path))) from None
     known = ", ".join(sorted(q.stem for q in ARCH_DIR.glob("*.yaml")))
     raise ArchsimError(f"no such architecture file (built-in: {known})", file=str(name_or_path))
 
@@ -204,18 +270,26 @@ def arch_dict_from_scalesim_cfg(path: Path) -> dict:
     return data
 
 
-def load_arch(name_or_path: str | Path = DEFAULT_ARCH, overrides: list[str] | None = None) -> ArchSpec:
+def load_arch(name_or_path: str | Path = DEFAULT_ARCH, overrides: list[str] | None = None,
+              flag: str = "--set") -> ArchSpec:
     """Load an architecture YAML (a path, or the name of a built-in in
-    arch_configs/), or a SCALE-Sim .cfg file."""
+    arch_configs/), or a SCALE-Sim .cfg file. `flag` names where the
+    overrides came from in error messages (--set, --grid)."""
     path = resolve_arch_path(name_or_path)
     if path.suffix == ".cfg":
-        return load_arch_dict(arch_dict_from_scalesim_cfg(path), overrides, source=str(path))
+        return load_arch_dict(arch_dict_from_scalesim_cfg(path), overrides, source=str(path), flag=flag)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ArchsimError(f"cannot read architecture file: {e.strerror}", file=str(path)) from None
+    except UnicodeDecodeError as e:
+        raise ArchsimError(f"not UTF-8 text (byte {e.start})", file=str(path), field="<encoding>") from None
+    except RecursionError:
+        raise ArchsimError("YAML nested too deeply", file=str(path), field="YAML") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else "YAML"
         raise ArchsimError(f"malformed YAML ({getattr(e, 'problem', e)})", file=str(path), field=where) from None
     if not isinstance(data, dict):
         raise ArchsimError("top level must be a mapping", file=str(path), field="<root>")
-    return load_arch_dict(data, overrides, source=str(path))
+    return load_arch_dict(data, overrides, source=str(path), flag=flag)

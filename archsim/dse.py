@@ -31,6 +31,20 @@ def parse_grid(items: Iterable[str]) -> dict[str, list]:
     return grid
 
 
+def check_grid(archs: list[str], grid: dict[str, list]) -> None:
+    """Check every key and value of the grid against the schema on each base
+    architecture before anything runs: a misspelled field or a value the
+    schema refuses is the user's mistake at every point, so it is an
+    ArchsimError naming --grid and the field, not one failed row per point.
+    (A combination of valid values can still fail at its point, e.g. a
+    buffer too small for one tile; that is recorded in the point's row.)"""
+    for arch in archs:
+        load_arch(arch)  # the base itself: its own errors name its file
+        for key in sorted(grid):
+            for value in grid[key]:
+                load_arch(arch, [f"{key}={value}"], flag="--grid")
+
+
 def expand(archs: list[str], grid: dict[str, list]) -> list[tuple[str, tuple[str, ...]]]:
     """Every (architecture, overrides) point of the cartesian product."""
     keys = sorted(grid)

@@ -11,7 +11,6 @@ of hardware.
 """
 from __future__ import annotations
 
-from collections import defaultdict
 
 import simpy
 

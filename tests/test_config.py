@@ -56,8 +56,14 @@ def test_unknown_key(tmp_path):
 @pytest.mark.parametrize("field,value", [("pe_array.rows", 0), ("buffers.input.capacity_bytes", -5),
                                          ("dram.bandwidth_bytes_per_cycle", 0)])
 def test_zero_or_negative_sizes(field, value):
+    # the value came from the override, so the error names the override, not the YAML (issue 9, item 7)
     e = _err("sa32_ws", [f"{field}={value}"])
-    assert e.field == field and "sa32_ws.yaml" in str(e)
+    assert e.field == field and e.file == f"--set {field}={value}" and "sa32_ws.yaml" not in str(e)
+
+
+def test_error_in_the_file_still_names_the_file(tmp_path):
+    e = _err(_write(tmp_path, GOOD.replace("rows: 32", "rows: -4")), ["pe_array.cols=8"])
+    assert e.field == "pe_array.rows" and e.file == str(tmp_path / "arch.yaml")
 
 
 def test_bad_dataflow_and_missing_section(tmp_path):

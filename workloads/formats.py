@@ -10,7 +10,9 @@ Each format answers three questions and the simulator never re-derives them:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import numbers
+from dataclasses import dataclass, fields
+from typing import ClassVar
 
 
 def _ceil_log2(k: int) -> int:
@@ -41,6 +43,14 @@ def nm_mask_bits_per_group(n: int, m: int, encoding: str = "bitmap") -> int:
     raise ValueError(f"mask_encoding must be one of {NM_MASK_ENCODINGS}, got {encoding!r}")
 
 
+def _check_nm(fmt) -> None:
+    if fmt.n > fmt.m:
+        raise ValueError(f"{fmt.name}: n: N:M needs n <= m, got {fmt.n}:{fmt.m}")
+    if fmt.mask_encoding not in NM_MASK_ENCODINGS:
+        raise ValueError(f"{fmt.name}: mask_encoding: must be one of {NM_MASK_ENCODINGS}, "
+                         f"got {fmt.mask_encoding!r}")
+
+
 def _padded(n_weights: int, run_len: int, multiple: int) -> int:
     """Weights after zero-padding each run of `run_len` weights (the input-
     channel direction) to a multiple of `multiple`. run_len=0: the runs are
@@ -52,12 +62,50 @@ def _padded(n_weights: int, run_len: int, multiple: int) -> int:
     return math.ceil(n_weights * padded_run / run_len / multiple) * multiple
 
 
+def _check_fields(fmt) -> None:
+    """Parameter schema of a format: every field has the type its annotation
+    names (int: an integer, not a bool; float: a finite number; str: text)
+    and at least the lower bound in the class's `_MIN` (default 0 for
+    numbers). Raises ValueError naming the format and the field."""
+    for f in fields(fmt):
+        v = getattr(fmt, f.name)
+        kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+        where = f"{fmt.name}: {f.name}"
+        if kind == "int":
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+                raise ValueError(f"{where}: expected an integer, got {v!r}")
+        elif kind == "float":
+            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
+                raise ValueError(f"{where}: expected a finite number, got {v!r}")
+        elif kind == "str":
+            if not isinstance(v, str):
+                raise ValueError(f"{where}: expected text, got {v!r}")
+            continue
+        else:
+            continue
+        lo = fmt._MIN.get(f.name, 0)
+        if v < lo:
+            raise ValueError(f"{where}: must be >= {lo}, got {v!r}")
+
+
 @dataclass(frozen=True)
 class WeightFormat:
     """Base class. Subclasses override `payload_bits` and, if they carry side
-    data or need decoding, `side_bits` and `decode_lookups`."""
+    data or need decoding, `side_bits` and `decode_lookups`.
+
+    Parameters are checked on construction (`_check_fields`, `_MIN` lower
+    bounds, `_check` for relations between fields): a bad one raises
+    ValueError naming the format and the field."""
 
     name = "base"
+    _MIN: ClassVar[dict] = {}
+
+    def __post_init__(self):
+        _check_fields(self)
+        self._check()
+
+    def _check(self) -> None:
+        """Relations between fields; ValueError naming the field."""
 
     def payload_bits(self, n_weights: int) -> int:
         raise NotImplementedError
@@ -110,6 +158,7 @@ class DenseFormat(WeightFormat):
     n_scales: int = 0
     scale_bits: int = 32
     name = "dense"
+    _MIN: ClassVar[dict] = {"bits": 1}
 
     def payload_bits(self, n_weights: int) -> int:
         return n_weights * self.bits
@@ -144,6 +193,7 @@ class VQFormat(WeightFormat):
     scale_bits: int = 0
     run_len: int = 0
     name = "vq"
+    _MIN: ClassVar[dict] = {"k": 1, "d": 1, "codebook_bits": 1, "n_codebooks": 1}
 
     def n_vectors(self, n_weights: int) -> int:
         return _padded(n_weights, self.run_len, self.d) // self.d
@@ -171,6 +221,11 @@ class TruncFormat(DenseFormat):
 
     source_bits: int = 8
     name = "trunc"
+    _MIN: ClassVar[dict] = {"bits": 1, "source_bits": 1}
+
+    def _check(self):
+        if self.bits > self.source_bits:
+            raise ValueError(f"{self.name}: bits: must be <= source_bits={self.source_bits}, got {self.bits}")
 
 
 @dataclass(frozen=True)
@@ -188,6 +243,10 @@ class NMFormat(WeightFormat):
     scale_bits: int = 32
     run_len: int = 0
     name = "nm"
+    _MIN: ClassVar[dict] = {"n": 1, "m": 1, "value_bits": 1}
+
+    def _check(self):
+        _check_nm(self)
 
     def n_groups(self, n_weights: int) -> int:
         return _padded(n_weights, self.run_len, self.m) // self.m
@@ -222,6 +281,10 @@ class MVQFormat(VQFormat):
     m: int = 4
     mask_encoding: str = "bitmap"
     name = "mvq"
+    _MIN: ClassVar[dict] = {**VQFormat._MIN, "n": 1, "m": 1}
+
+    def _check(self):
+        _check_nm(self)
 
     def _unit(self) -> int:
         return math.lcm(self.d, self.m)
@@ -281,6 +344,7 @@ class PQFormat(WeightFormat):
     cout: int = 1
     scale_bits: int = 32
     name = "pq"
+    _MIN: ClassVar[dict] = {"Ls": 1, "Np": 1, "proto_bits": 1, "lut_bits": 1, "cout": 1}
 
     def k_in(self, n_weights: int) -> int:
         return n_weights // self.cout
@@ -334,6 +398,13 @@ class SWISFormat(WeightFormat):
     scale_bits: int = 32
     run_len: int = 0
     name = "swis"
+    _MIN: ClassVar[dict] = {"group_size": 1, "weight_bits": 1}
+
+    def _check(self):
+        for f in ("shared_bits", "max_shared_bits"):
+            if getattr(self, f) > self.weight_bits:
+                raise ValueError(f"{self.name}: {f}: must be <= weight_bits={self.weight_bits}, "
+                                 f"got {getattr(self, f)!r}")
 
     def n_groups(self, n_weights: int) -> int:
         return _padded(n_weights, self.run_len, self.group_size) // self.group_size
@@ -361,12 +432,23 @@ class SWISFormat(WeightFormat):
 
 def format_from_dict(d: dict) -> WeightFormat:
     """Inverse of `describe()`: rebuild a format from a plain dict."""
+    import difflib
+
     d = dict(d)
     kind = d.pop("format")
-    for cls in _all_formats():
-        if cls.name == kind:
-            return cls(**d)
-    raise ValueError(f"unknown weight format {kind!r}")
+    classes = {cls.name: cls for cls in _all_formats()}
+    cls = classes.get(kind)
+    if cls is None:
+        near = difflib.get_close_matches(str(kind), classes, n=1)
+        hint = f" (did you mean {near[0]!r}?)" if near else f" (known: {', '.join(sorted(classes))})"
+        raise ValueError(f"unknown weight format {kind!r}{hint}")
+    names = [f.name for f in fields(cls)]
+    for key in d:
+        if key not in names:
+            near = difflib.get_close_matches(str(key), names, n=1)
+            hint = f"did you mean {near[0]!r}?" if near else f"it takes {', '.join(names)}"
+            raise ValueError(f"{kind}: {key}: unknown parameter ({hint})")
+    return cls(**d)
 
 
 def _all_formats():

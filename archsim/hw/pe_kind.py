@@ -30,8 +30,9 @@ from .registry import register
 
 
 class ComponentSpec(BaseModel):
-    """Base of every plug-in component's YAML block: unknown keys are errors."""
-    model_config = ConfigDict(extra="forbid")
+    """Base of every YAML block: unknown keys are errors, and NaN or infinity
+    is never a size, a rate or a clock."""
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class PESpec(ComponentSpec):
