@@ -223,3 +223,16 @@ def test_new_architectures_run_a_small_network(name):
     rep = simulate(layers, name)
     assert rep.totals["total_cycles"] > 0
     assert all(v >= 0 for k, v in rep.totals.items() if k.startswith("energy_"))
+
+
+# -- the per-layer loop-order mapper -------------------------------------------------
+
+@pytest.mark.parametrize("bw", [3.2, 25.6, 256])
+def test_auto_loop_order_picks_what_the_simulation_says_is_faster(bw):
+    L = LayerSpec("c", "conv", M=56 * 56, N=64, K=64 * 9, in_elems=58 * 58 * 64)
+    base = load_arch("sa32_ws", [f"dram.bandwidth_bytes_per_cycle={bw}"])
+    sims = {m: simulate([L], base.with_overrides([f"pe_array.psum_overflow={m}"])).layers[0]
+            for m in ("spill", "tile_outputs", "auto")}
+    faster = min(("spill", "tile_outputs"), key=lambda m: sims[m]["total_cycles"])
+    assert sims["auto"]["total_cycles"] == sims[faster]["total_cycles"]
+    assert sims["auto"]["loop_order"] == sims[faster]["loop_order"]
