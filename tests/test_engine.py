@@ -34,7 +34,7 @@ def test_graph_is_a_dag_in_program_order(arch_name):
 
 
 def test_compute_cycles_follow_fold_formula_and_layers_add_up():
-    arch = load_arch("sa32_ws")
+    arch = load_arch("sa32_ws", ["pe_array.psum_overflow=spill"])  # SCALE-Sim's loop order
     L = conv()
     st = simulate([L, conv("d")], arch)
     folds = math.ceil(L.K / 32) * math.ceil(L.N / 32)
@@ -119,7 +119,7 @@ def test_tile_outputs_trades_fills_for_partial_sum_traffic():
     # partial sums of a column fold (3136 px x 32 x 4 B = 400 KB) exceed the 32 KB output buffer
     L = conv(M=56 * 56, N=64, K=64 * 9, in_elems=58 * 58 * 64)
     arch = load_arch("sa32_ws")
-    spill = simulate([L], arch).layers[0]
+    spill = simulate([L], arch.with_overrides(["pe_array.psum_overflow=spill"])).layers[0]
     tiled = simulate([L], arch.with_overrides(["pe_array.psum_overflow=tile_outputs"])).layers[0]
     outputs = L.M * L.N
     row_folds, col_folds = math.ceil(L.K / 32), math.ceil(L.N / 32)
@@ -135,6 +135,7 @@ def test_tile_outputs_trades_fills_for_partial_sum_traffic():
 
 @pytest.mark.parametrize("model", ["resnet20", "mobilenetv2", "deit_tiny"])
 @pytest.mark.parametrize("arch_name,extra", [("sa32_ws", []), ("sa32_ws", ["pe_array.psum_overflow=tile_outputs"]),
+                                             ("sa32_ws", ["pe_array.psum_overflow=spill"]),
                                              ("sa32_os", []), ("sa32_ws", ["pe_array.dataflow=is"]),
                                              ("vq32_ws", [])])
 def test_zoo_models_run_to_completion(model, arch_name, extra):

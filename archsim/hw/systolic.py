@@ -39,7 +39,7 @@ class SystolicSpec(PESpec):
     weight_bits: PositiveInt = 8
     acc_bits: PositiveInt = 32
     psum_overflow: Literal["spill", "tile_outputs", "auto"] = Field(
-        "spill", description="ws/is, when a column fold's partial sums exceed the output buffer: "
+        "auto", description="ws/is, when a column fold's partial sums exceed the output buffer: "
         "spill them to DRAM (SCALE-Sim's loop order), tile the outputs and refill the array per block, "
         "or auto: per layer, whichever the cost estimate says is faster")
 
