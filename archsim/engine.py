@@ -12,6 +12,8 @@ of hardware.
 from __future__ import annotations
 
 
+import gc
+
 import simpy
 
 from .config import ArchSpec
@@ -50,6 +52,18 @@ class _Machine:
 
 
 def run(graph, arch: ArchSpec) -> Stats:
+    # SimPy makes an event object per wait: without cycles to collect, the
+    # cyclic garbage collector only rescans them (as in tiling.tile)
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _run(graph, arch)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _run(graph, arch: ArchSpec) -> Stats:
     env = simpy.Environment()
     m = _Machine(env, arch)
     n = graph.number_of_nodes()

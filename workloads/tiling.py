@@ -38,6 +38,7 @@ from the input SRAM.
 """
 from __future__ import annotations
 
+import gc
 import math
 
 import networkx as nx
@@ -227,6 +228,18 @@ def _load_side_data(b: _Builder, t: LayerTiler, arch: ArchSpec, prev_decode_end:
 def tile(layers: list[LayerSpec], arch: ArchSpec) -> TileGraph:
     """LayerSpecs + ArchSpec -> TileGraph (layers run in order; a layer's
     activation loads wait for the previous layer's last store)."""
+    # The graph is tens of thousands of small dicts and no cycles: the cyclic
+    # garbage collector would rescan them again and again while they are built.
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _tile(layers, arch)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _tile(layers: list[LayerSpec], arch: ArchSpec) -> TileGraph:
     if not layers:
         raise ArchsimError("no layers to simulate", field="layers")
     pe = registry.create("pe_array", arch.pe_array.kind, arch.pe_array, arch, source=arch.path,

@@ -70,7 +70,7 @@ class PEKind:
         self.arch = arch
         self.rows = spec.rows
         self.cols = spec.cols
-        self._fold_cache: dict = {}
+        self._fold_cache: dict = {}  # (Fold, id(format)) -> (cycles, actions); formats outlive one tile()
 
     # -- mapping --------------------------------------------------------------
     def map_layer(self, t) -> int | None:
@@ -90,7 +90,7 @@ class PEKind:
 
     def fold_cost(self, fold: Fold, fmt) -> tuple[int, tuple]:
         """(cycles, actions as a tuple of pairs), cached: many folds share a shape."""
-        key = (fold, fmt)
+        key = (fold, id(fmt))  # formats are hashed field by field: their identity is cheaper
         hit = self._fold_cache.get(key)
         if hit is None:
             hit = self._fold_cache[key] = (self.fold_cycles(fold, fmt),

@@ -121,11 +121,19 @@ class SystolicArray(PEKind):
         if self.dataflow == "os":
             return self._map_output_stationary(t)
         ws = self.dataflow == "ws"
-        if self.spec.psum_overflow == "auto":
-            mode = min(("spill", "tile_outputs"), key=lambda m: self.estimate_cycles(t, ws, m))
-        else:
-            mode = self.spec.psum_overflow
+        mode = self.spec.psum_overflow
+        if mode == "auto":
+            # the two orders differ only when a column fold's partial sums overflow
+            mode = "spill" if self._psum_fits(t, ws) else \
+                min(("spill", "tile_outputs"), key=lambda m: self.estimate_cycles(t, ws, m))
         return self._map_stationary(t, ws, mode)
+
+    def _psum_fits(self, t, weights_stationary: bool) -> bool:
+        """Do a column fold's partial sums stay in the output buffer?"""
+        L = t.layer
+        span = self.reduction_span(t) if weights_stationary else self.rows
+        S, ncol = (L.M, L.N) if weights_stationary else (L.N, L.M)
+        return math.ceil(L.K / span) == 1 or t.psum_bytes(S * min(self.cols, ncol)) <= t.capacity["output"]
 
     def estimate_cycles(self, t, weights_stationary: bool, mode: str) -> float:
         """Roofline estimate of a layer's cycles under one psum_overflow mode:
@@ -164,7 +172,7 @@ class SystolicArray(PEKind):
             t.too_small("output" if lim_out < t.psum_bytes(C) else strm_buf, "one streamed row")
         n_s = math.ceil(S / s_chunk)
         s_per_load = max(1, int(lim_strm // max(strm_bytes(s_chunk * span), 1)))
-        psum_fits = nr == 1 or t.psum_bytes(S * min(C, ncol)) <= t.capacity["output"]
+        psum_fits = self._psum_fits(t, weights_stationary)
         if not psum_fits and psum_overflow == "tile_outputs":
             # blocks of output chunks whose partial sums fit in the output buffer's
             # tile room; every block refills the array, so each stationary tile
