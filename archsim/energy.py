@@ -271,18 +271,19 @@ class EnergyModel:
                 comps.append(c)
         self.components = tuple(comps) + (STATIC,)
 
-        # Static (leakage + clock) power: area x a density per kind of circuit.
-        self._static_mw = 0.0
+        # Static power: each component's area x the density of its kind of circuit.
+        density = {}
         for kind in ("logic", "sram"):
             row = f"static_{kind}"
             if row not in t.entries:
                 self._cost(f"static_{kind}_mw_per_mm2", 0.0, "mW/mm^2", f"not priced: the table has no row {row}",
                            node_scaled=False)
+                density[kind] = 0.0
                 continue
-            dens = t.value(row, "mW/mm^2")
-            self._cost(f"static_{kind}_mw_per_mm2", dens, "mW/mm^2", self.src(row), node_scaled=False)
-            mm2 = sum(a for a, k in self._area.values() if k == kind) / 1e6
-            self._static_mw += dens * mm2
+            density[kind] = t.value(row, "mW/mm^2")
+            self._cost(f"static_{kind}_mw_per_mm2", density[kind], "mW/mm^2", self.src(row), node_scaled=False)
+        self.static_mw_by_component = {c: a / 1e6 * density[kind] for c, (a, kind) in self._area.items()}
+        self._static_mw = sum(self.static_mw_by_component.values())
 
     def src(self, row: str) -> str:
         """'row: its source', for a cost derived from one table row."""

@@ -39,7 +39,8 @@ class Report:
     energy_table: str           # path of the energy CSV used
     arch_spec: dict = field(default_factory=dict)    # the full ArchSpec, to reproduce the run
     unit_costs: list[dict] = field(default_factory=list)  # EnergyModel.unit_costs(): every pJ with its source
-    static_power_mw: float = 0.0  # leakage + clock power of the whole accelerator
+    static_power_mw: float = 0.0  # leakage power of the whole accelerator
+    static_power_mw_by_component: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # e.g. technology scaling applied
 
     # -- tables ---------------------------------------------------------------
@@ -167,4 +168,5 @@ def build_report(stats: Stats, arch: ArchSpec, energy_model: EnergyModel | None 
     totals = {k: totals[k] for k in rows[0]} if rows else totals  # same column order as the layers
     return Report(arch=arch.name, clock_mhz=arch.clock_mhz, layers=rows, totals=totals, area_um2=em.area_um2(),
                   energy_table=em.table.path, arch_spec=arch.model_dump(mode="json"), unit_costs=em.unit_costs(),
-                  static_power_mw=em.static_power_mw, notes=[em.scaling_note] if em.scaling_note else [])
+                  static_power_mw=em.static_power_mw, static_power_mw_by_component=em.static_mw_by_component,
+                  notes=[em.scaling_note] if em.scaling_note else [])

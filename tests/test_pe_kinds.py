@@ -187,6 +187,8 @@ def test_static_energy_is_power_density_x_area_x_time(tmp_path):
     logic_mm2 = a["pe_array"] / 1e6
     sram_mm2 = sum(a[f"sram_{b}"] for b in ("weight", "input", "output")) / 1e6
     assert em.static_power_mw == pytest.approx(2.0 * logic_mm2 + 0.5 * sram_mm2)
+    assert em.static_mw_by_component["pe_array"] == pytest.approx(2.0 * logic_mm2)  # one component by hand
+    assert em.static_mw_by_component["sram_input"] == pytest.approx(0.5 * a["sram_input"] / 1e6)
     ls = run(tile([conv()], arch), arch).layers[0]
     # mW x (cycles / MHz) us = nJ -> x1000 pJ
     assert em.layer_energy_pj(ls)["static"] == pytest.approx(
