@@ -36,12 +36,14 @@ def to_layers(model_or_layers, example_input=None, formats=None) -> list:
 
 
 def simulate(model_or_layers, arch: Union[str, Path, ArchSpec] = DEFAULT_ARCH, *, example_input=None,
-             formats=None, overrides: Iterable[str] = (), energy_table: str | Path | None = None) -> Report:
+             formats=None, overrides: Iterable[str] = (), energy_table: str | Path | None = None,
+             trace: str | Path | None = None, trace_layers: Iterable[str] | None = None) -> Report:
     """Compile (if needed), tile, simulate and cost a model on an architecture.
 
     model_or_layers: zoo name ('resnet18'), nn.Module (+ example_input) or list[LayerSpec]
     arch:            built-in name, YAML path, or ArchSpec; `overrides` are 'path.to.field=value'
     formats:         {module name: WeightFormat} from a compression result
+    trace:           write a Chrome/Perfetto timeline here (archsim.timeline); `trace_layers` limits it
     """
     from workloads.tiling import tile
 
@@ -51,6 +53,17 @@ def simulate(model_or_layers, arch: Union[str, Path, ArchSpec] = DEFAULT_ARCH, *
         arch = arch.with_overrides(list(overrides))
     layers = to_layers(model_or_layers, example_input, formats)
     graph = tile(layers, arch)
-    stats = run(graph, arch)
+    timeline = None
+    if trace is not None:
+        from .timeline import Timeline
+
+        names = {L.name for L in layers}
+        unknown = sorted(set(trace_layers or ()) - names)
+        if unknown:
+            raise ArchsimError(f"no layer named {unknown[0]!r} to trace", field="--trace-layers")
+        timeline = Timeline(arch.clock_mhz, arch.dram.bandwidth_bytes_per_cycle, trace_layers)
+    stats = run(graph, arch, timeline)
+    if timeline is not None:
+        timeline.write(trace)
     table = EnergyTable.load(energy_table) if energy_table else EnergyTable.for_arch(arch)
     return build_report(stats, arch, EnergyModel(arch, table))

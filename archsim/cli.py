@@ -60,7 +60,8 @@ def cmd_run(args) -> int:
 
     arch = load_arch(args.arch, args.set)
     layers = _layers_from_args(args, arch)
-    report = simulate(layers, arch, energy_table=args.energy_table)
+    trace_layers = [n for n in (args.trace_layers or "").split(",") if n] or None
+    report = simulate(layers, arch, energy_table=args.energy_table, trace=args.trace, trace_layers=trace_layers)
     print(report.format_table())
     label = Path(args.topology).stem if args.topology else args.model
     # the folder name comes from user text (file stem, arch name): keep it one plain path component
@@ -74,7 +75,8 @@ def cmd_run(args) -> int:
             report.plot(out / "report.png")
     except OSError as e:
         raise ArchsimError(f"cannot write the report: {e.strerror or e}", file=str(out), field="--out") from None
-    print(f"\nwrote {out}/report.csv, report.json" + ("" if args.no_plot else ", report.png"))
+    print(f"\nwrote {out}/report.csv, report.json" + ("" if args.no_plot else ", report.png")
+          + (f"; timeline {args.trace}" if args.trace else ""))
     return 0
 
 
@@ -148,6 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--energy-table", help="CSV energy table replacing the architecture's")
     r.add_argument("--out", default="archsim_out", help="output folder (default archsim_out)")
     r.add_argument("--no-plot", action="store_true", help="skip the PNG")
+    r.add_argument("--trace", metavar="FILE.json",
+                   help="write the simulation as a Chrome/Perfetto timeline (ui.perfetto.dev, chrome://tracing)")
+    r.add_argument("--trace-layers", metavar="NAME,NAME",
+                   help="with --trace: only these layers' slices (keeps the file small)")
     add_arch_opts(r)
     r.set_defaults(func=cmd_run)
 

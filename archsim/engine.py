@@ -51,21 +51,24 @@ class _Machine:
         return self.dram.read(node["bytes"])
 
 
-def run(graph, arch: ArchSpec) -> Stats:
+def run(graph, arch: ArchSpec, timeline=None) -> Stats:
+    """Simulate; `timeline` (an archsim.timeline.Timeline) records slices and counters."""
     # SimPy makes an event object per wait: without cycles to collect, the
     # cyclic garbage collector only rescans them (as in tiling.tile)
     enabled = gc.isenabled()
     gc.disable()
     try:
-        return _run(graph, arch)
+        return _run(graph, arch, timeline)
     finally:
         if enabled:
             gc.enable()
 
 
-def _run(graph, arch: ArchSpec) -> Stats:
+def _run(graph, arch: ArchSpec, tl) -> Stats:
     env = simpy.Environment()
     m = _Machine(env, arch)
+    if tl is not None:
+        m.dram.on_change = lambda n: tl.dram(env.now, n)
     n = graph.number_of_nodes()
     attrs = [graph.nodes[v] for v in range(n)]
     preds = [tuple(graph.pred[v]) for v in range(n)]
@@ -95,6 +98,8 @@ def _run(graph, arch: ArchSpec) -> Stats:
             for buf, nb in a["alloc"]:
                 if nb > 0:
                     yield bufs[buf].put(nb)
+                    if tl is not None:
+                        tl.buffer_level(buf, env.now, bufs[buf].level)
             t2 = env.now
             kind = a["kind"]
             yield from execute[kind](env, a)
@@ -112,6 +117,10 @@ def _run(graph, arch: ArchSpec) -> Stats:
             for buf, nb in a["free"]:
                 if nb > 0:
                     bufs[buf].get(nb)
+                    if tl is not None:
+                        tl.buffer_level(buf, t3, bufs[buf].level)
+            if tl is not None and tl.wants(ls.name):
+                tl.slice(unit, a, ls.name, t2, t3)
             for buf, rd, wr in a["sram"]:
                 if rd:
                     ls.sram_read_bytes[buf] += rd

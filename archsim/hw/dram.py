@@ -28,6 +28,7 @@ class DRAMChannel:
         self.busy_cycles = 0  # cycles with at least one transfer on the bus
         self.bytes_read = 0
         self.bytes_written = 0
+        self.on_change = None  # called with the number of transfers in flight when it changes (timelines)
 
     def read(self, nbytes: int):
         """SimPy generator: a read, done when its data has arrived (the bus
@@ -48,6 +49,8 @@ class DRAMChannel:
             return ev
         self._advance()
         self._active[ev] = float(nbytes)
+        if self.on_change is not None:
+            self.on_change(len(self._active))
         self._reschedule()
         return ev
 
@@ -74,8 +77,11 @@ class DRAMChannel:
         if gen != self._gen:  # superseded by a later arrival or completion
             return
         self._advance()
+        n = len(self._active)
         for ev, rem in list(self._active.items()):
             if rem <= _EPS:
                 del self._active[ev]
                 ev.succeed()
+        if self.on_change is not None and len(self._active) != n:
+            self.on_change(len(self._active))
         self._reschedule()
