@@ -18,6 +18,8 @@ setup(
         "matplotlib>=3.7",
         "pandas>=2.0",
         "faiss-cpu>=1.7",
+        "optuna>=4.0",             # archsim explore: samplers and RDB (SQLite) storage
+        "dask[distributed]>=2024.1",  # archsim explore --executor dask
     ],
     extras_require={"test": ["pytest>=7"]},
     entry_points={"console_scripts": ["archsim=archsim.cli:main"]},

@@ -125,6 +125,47 @@ def cmd_list(args) -> int:
     return 0
 
 
+def cmd_explore(args) -> int:
+    from archsim.explore import DaskExecutor, LocalExecutor, explore, grid_size, pareto_rows, results_dataframe
+    from archsim.study import load_study
+
+    study = load_study(args.study)
+    if args.executor == "dask":
+        if not args.scheduler:
+            raise ArchsimError("--executor dask needs --scheduler tcp://HOST:PORT", field="--scheduler")
+        executor = DaskExecutor(args.scheduler)
+    else:
+        executor = LocalExecutor(args.workers)
+    n = grid_size(study)
+    print(f"study {study.name}: {min(study.trials, n) if n else study.trials} points, "
+          f"objectives {', '.join(study.objectives)} -> {args.out}")
+
+    def progress(number, params, metrics, err):
+        what = err or "  ".join(f"{k} {v:.4g}" for k, v in metrics.items() if v is not None)
+        print(f"  #{number} {' '.join(f'{k}={v}' for k, v in params.items())}: {what}", flush=True)
+
+    try:
+        ostudy = explore(study, args.out, executor, on_point=progress)
+    finally:
+        executor.close()
+    df = results_dataframe(ostudy)
+    front = pareto_rows(df, study.objectives)
+    print(f"{len(df)} points, {int(df['feasible'].sum()) if len(df) else 0} feasible; Pareto front:")
+    cols = [c for c in front.columns if c.startswith("param:")] + \
+        [c for c in ("latency_ms", "energy_uj", "edp_uj_ms", "area_mm2", "accuracy")
+         if c in front and front[c].notna().any()]
+    print(front[["trial"] + cols].to_string(index=False) if len(front) else "  (none)")
+    if args.csv:
+        df.to_csv(args.csv, index=False)
+        print(f"wrote {args.csv}")
+    if args.plot:
+        from plots.explore import plot_fronts
+
+        plot_fronts(df, study.objectives, args.plot)
+        print(f"wrote {args.plot}")
+    return 0
+
+
 def cmd_reproduce(args) -> int:
     from archsim.reproduce import format_table, reproduce
 
@@ -172,6 +213,17 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("file")
     add_arch_opts(v)
     v.set_defaults(func=cmd_validate)
+
+    ex = sub.add_parser("explore", help="multi-objective search over a study file (Optuna; resumable)")
+    ex.add_argument("study", help="study YAML (see archsim/study.py)")
+    ex.add_argument("--out", default="archsim_out/explore", help="folder for the SQLite study and the cache")
+    ex.add_argument("--executor", choices=["local", "dask"], default="local",
+                    help="local process pool (default) or a Dask cluster")
+    ex.add_argument("--scheduler", help="Dask scheduler address, tcp://HOST:PORT")
+    ex.add_argument("--workers", type=int, help="local processes (default: all cores)")
+    ex.add_argument("--csv", help="write every point's parameters and metrics here")
+    ex.add_argument("--plot", help="write Pareto fronts for every pair of objectives here (PNG)")
+    ex.set_defaults(func=cmd_explore)
 
     rp = sub.add_parser("reproduce", help="a paper's headline claims: its shipped YAMLs vs their baselines")
     rp.add_argument("paper", choices=["mvq", "ssvq"], help="which paper")

@@ -1,0 +1,167 @@
+"""`archsim explore`: study files, Optuna search on SQLite, executors (local
+pool, Dask LocalCluster), resume after kill -9, accuracy in the loop."""
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from archsim.cli import main
+from archsim.config import load_arch
+from archsim.energy import EnergyTable
+from archsim.errors import ArchsimError
+from archsim.explore import LocalExecutor, evaluate_point, explore, results_dataframe
+from archsim.study import load_study
+from workloads.datasets import fashion_mnist_available
+from workloads.scalesim_import import read_topology
+
+ROOT = Path(__file__).resolve().parents[1]
+TOPO = """Layer name, IFMAP Height, IFMAP Width, Filter Height, Filter Width, Channels, Num Filter, Strides,
+c1, 30, 30, 3, 3, 32, 64, 1,
+c2, 16, 16, 3, 3, 64, 64, 1,
+fc, 1, 1, 1, 1, 256, 10, 1,
+"""
+
+
+def write_study(tmp_path, **kw) -> Path:
+    (tmp_path / "topo.csv").write_text(TOPO)
+    study = {"name": "t", "workload": {"topology": str(tmp_path / "topo.csv")}, "archs": ["sa32_ws", "sa32_os"],
+             "space": {"pe_array.rows": {"choices": [8, 16, 32]},
+                       "dram.bandwidth_bytes_per_cycle": {"choices": [4.0, 25.6]}},
+             "objectives": ["latency", "energy"], "sampler": "grid", "trials": 100}
+    study.update(kw)
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(study))
+    return path
+
+
+def serial_metrics(tmp_path, arch, overrides):
+    arch_spec = load_arch(arch)
+    return evaluate_point(read_topology(tmp_path / "topo.csv"), arch_spec.model_dump(), arch, overrides,
+                          EnergyTable.for_arch(arch_spec))
+
+
+def test_a_grid_study_runs_every_point_once_and_matches_a_serial_run(tmp_path):
+    study = load_study(write_study(tmp_path))
+    ostudy = explore(study, tmp_path / "out", LocalExecutor(2))
+    df = results_dataframe(ostudy)
+    assert len(df) == 12 and (df["state"] == "COMPLETE").all()
+    keys = df[["param:arch", "param:pe_array.rows", "param:dram.bandwidth_bytes_per_cycle"]].apply(tuple, axis=1)
+    assert keys.is_unique
+    r = df.iloc[5]
+    ov = [f"pe_array.rows={r['param:pe_array.rows']}",
+          f"dram.bandwidth_bytes_per_cycle={r['param:dram.bandwidth_bytes_per_cycle']}"]
+    assert serial_metrics(tmp_path, r["param:arch"], ov)["latency_ms"] == r["latency_ms"]
+    # a second run of a finished study does nothing more
+    assert len(results_dataframe(explore(study, tmp_path / "out", LocalExecutor(1)))) == 12
+
+
+def test_nsga2_with_constraints_and_csv_and_plot(tmp_path, capsys):
+    path = write_study(tmp_path, sampler="auto", trials=8, objectives=["latency", "energy", "area"],
+                       constraints=["area <= 1.0"])
+    assert main(["explore", str(path), "--out", str(tmp_path / "o"), "--workers", "2",
+                 "--csv", str(tmp_path / "r.csv"), "--plot", str(tmp_path / "p.png")]) == 0
+    out = capsys.readouterr().out
+    assert "Pareto front" in out
+    import pandas as pd
+
+    df = pd.read_csv(tmp_path / "r.csv")
+    assert len(df) == 8
+    assert (df["feasible"] == (df["area_mm2"] <= 1.0)).all()
+    assert (tmp_path / "p.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("edit,field", [
+    ({"bogus": 1}, "bogus"),
+    ({"constraints": ["area < 2"]}, "constraints"),
+    ({"space": {"pe_array.rows": {"range": [8, 64]}}}, "sampler"),  # grid needs choices
+    ({"objectives": ["accuracy"]}, "workload.checkpoint"),
+    ({"space": {"pe_array.rows": {"choices": []}}}, "space.pe_array.rows"),
+])
+def test_bad_study_is_one_line_naming_file_and_field(tmp_path, capsys, edit, field):
+    path = write_study(tmp_path, **edit)
+    with pytest.raises(ArchsimError) as e:
+        load_study(path)
+    assert e.value.file == str(path) and e.value.field.startswith(field.split(".")[0])
+    assert main(["explore", str(path), "--out", str(tmp_path / "o")]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def _complete(db: Path) -> int:
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(db) as c:
+            return c.execute("select count(*) from trials where state = 'COMPLETE'").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+def test_kill_9_mid_study_resumes_with_no_point_lost_or_done_twice(tmp_path):
+    # a bigger grid so that the run is still going when it is killed
+    path = write_study(tmp_path, space={"pe_array.rows": {"choices": [4, 8, 16, 32]},
+                                        "pe_array.cols": {"choices": [8, 16, 32]},
+                                        "dram.bandwidth_bytes_per_cycle": {"choices": [2.0, 25.6]}})
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "archsim.cli", "explore", str(path), "--out", str(out), "--workers", "1"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    db = out / "t.db"
+    deadline = time.time() + 120
+    while _complete(db) < 3 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the study finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = _complete(db)
+    assert 3 <= killed_at < 48
+    assert subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True).returncode == 0
+    df = results_dataframe(explore(load_study(path), out, LocalExecutor(1)))
+    assert len(df) == 48 and (df["state"] == "COMPLETE").all()
+    keys = df[[c for c in df.columns if c.startswith("param:")]].apply(tuple, axis=1)
+    assert keys.is_unique  # every grid point exactly once
+
+
+def test_dask_local_cluster_gives_the_serial_results(tmp_path):
+    distributed = pytest.importorskip("distributed")
+    from archsim.explore import DaskExecutor
+
+    study = load_study(write_study(tmp_path, space={"pe_array.rows": {"choices": [8, 32]}}))
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        ex = DaskExecutor(client=client)
+        ex.workers = 2
+        df = results_dataframe(explore(study, tmp_path / "dask", ex))
+    serial = results_dataframe(explore(study, tmp_path / "serial", LocalExecutor(1)))
+    cols = ["param:arch", "param:pe_array.rows", "latency_ms", "energy_uj"]
+    a = df[cols].sort_values(cols[:2]).reset_index(drop=True)
+    b = serial[cols].sort_values(cols[:2]).reset_index(drop=True)
+    assert len(a) == 4 and a.equals(b)
+
+
+@pytest.mark.skipif(not fashion_mnist_available(), reason="Fashion-MNIST not installed: "
+                    "apt-get install dataset-fashion-mnist")
+def test_accuracy_in_the_loop_is_computed_once_per_setting(tmp_path, monkeypatch):
+    path = tmp_path / "acc.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "acc", "workload": {"checkpoint": "fmnist_cnn", "eval_images": 300, "calib_batches": 1},
+        "space": {"pe_array.rows": {"choices": [16, 32]}},
+        "compression": {"method": {"choices": ["none", "int"]}, "params": {"int": {"bits": {"choices": [4]}}}},
+        "objectives": ["latency", "accuracy"], "constraints": ["accuracy >= fp32 - 5"], "sampler": "grid",
+        "trials": 10}))
+    import workloads.compression as comp
+
+    calls = []
+    real = comp.compress
+    monkeypatch.setattr(comp, "compress", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+    df = results_dataframe(explore(load_study(path), tmp_path / "o", LocalExecutor(1)))
+    assert len(df) == 4 and df["accuracy"].between(50, 100).all()
+    assert calls == ["int"]  # one compression for the one compressed setting, reused by both arrays
+    by_method = df.groupby("param:method")["accuracy"].nunique()
+    assert (by_method == 1).all()
+    assert len(list((tmp_path / "o" / "cache").glob("*.json"))) == 2  # none, int:4
