@@ -181,7 +181,7 @@ def profile_activations(model: nn.Module, inputs, act_bits: int = 8, batch_size:
             precision = hi - lo + (1 if signed else 0)
         else:
             precision = 1
-        lane_t = tuple((L, tuple(round(float(v) / V, 6) for v in mx), tuple(round(float(v) / V, 6) for v in sm))
+        lane_t = tuple((L, tuple(float(v) / V for v in mx), tuple(float(v) / V for v in sm))
                        for L, (mx, sm) in sorted(a["lanes"].items()))
         out[name] = ActProfile(act_bits=act_bits, signed=signed, max_abs=max_abs, precision_bits=precision,
                                mean_essential_bits=a["ess"] / (V * K), zero_fraction=a["zeros"] / (V * K),

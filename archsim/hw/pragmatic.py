@@ -60,12 +60,12 @@ class PragmaticArray(BitSerialArray):
         return self._mx[i], self._sm[i]
 
     def stream_cycles(self, fold: Fold) -> int:
-        return math.ceil(fold.stream_len * self._chunk()[0] - 1e-9)
+        return math.ceil(fold.stream_len * self._chunk()[0] - 1e-6)
 
     def fold_actions(self, fold: Fold, fmt) -> dict[str, int]:
         mx, sm = self._chunk()
         T, ru, cu = fold.stream_len, fold.rows_used, fold.cols_used
-        steps = math.ceil(T * mx - 1e-9)
+        steps = math.ceil(T * mx - 1e-6)
         ess = round(T * sm)  # essential bits entering the fold in this chunk
         return {"pe_arith.shift_add": cu * ess, "pe_arith.lockstep_idle": max(0, cu * (ru * steps - ess)),
                 "oneffset.encode": ess, "registers.act": ru * cu * T, "accumulator.add": cu * steps}
