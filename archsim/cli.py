@@ -123,11 +123,18 @@ def cmd_list(args) -> int:
     return 0
 
 
-def cmd_reproduce(args) -> int:
-    from archsim.reproduce import format_table, reproduce
+def format_table_and_details(paper, claims, rp) -> str:
+    text = rp.format_table(paper, claims)
+    if rp.reproduce.last_details and "per_layer" in rp.reproduce.last_details:
+        text += "\n" + rp.format_layers(rp.reproduce.last_details)
+    return text
 
-    claims = reproduce(args.paper, args.out)
-    print(format_table(args.paper, claims))
+
+def cmd_reproduce(args) -> int:
+    from archsim import reproduce as rp
+
+    claims = rp.reproduce(args.paper, args.out)
+    print(format_table_and_details(args.paper, claims, rp))
     print(f"\nwrote {Path(args.out) / args.paper}.json, {args.paper}.png")
     return 0
 
@@ -168,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.set_defaults(func=cmd_validate)
 
     rp = sub.add_parser("reproduce", help="a paper's headline claims: its shipped YAMLs vs their baselines")
-    rp.add_argument("paper", choices=["mvq", "ssvq"], help="which paper")
+    rp.add_argument("paper", choices=["mvq", "ssvq", "swis"], help="which paper")
     rp.add_argument("--out", default="archsim_out/reproduce", help="folder for <paper>.json and <paper>.png")
     rp.set_defaults(func=cmd_reproduce)
 
