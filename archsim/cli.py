@@ -167,10 +167,12 @@ def cmd_explore(args) -> int:
 
 
 def cmd_reproduce(args) -> int:
-    from archsim.reproduce import format_table, reproduce
+    from archsim import reproduce as rp
 
-    claims = reproduce(args.paper, args.out)
-    print(format_table(args.paper, claims))
+    claims, details = rp.reproduce(args.paper, args.out)
+    print(rp.format_table(args.paper, claims))
+    if details and "per_layer" in details:
+        print(rp.format_layers(details))
     print(f"\nwrote {Path(args.out) / args.paper}.json, {args.paper}.png")
     return 0
 
@@ -226,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.set_defaults(func=cmd_explore)
 
     rp = sub.add_parser("reproduce", help="a paper's headline claims: its shipped YAMLs vs their baselines")
-    rp.add_argument("paper", choices=["mvq", "ssvq"], help="which paper")
+    rp.add_argument("paper", choices=["mvq", "ssvq", "swis"], help="which paper")
     rp.add_argument("--out", default="archsim_out/reproduce", help="folder for <paper>.json and <paper>.png")
     rp.set_defaults(func=cmd_reproduce)
 

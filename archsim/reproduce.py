@@ -100,7 +100,86 @@ def ssvq(model_name: str = "deit_tiny") -> list[Claim]:
                   "sa32_ws (INT8)", f"at 25.6 B/cycle (LPDDR4 x64 at 1 GHz); {where}", curve)]
 
 
-PAPERS: dict[str, Callable[..., list[Claim]]] = {"mvq": mvq, "ssvq": ssvq}
+SWIS_ARCHS = ("swis16_ws", "stripes16", "pragmatic16", "int8_same_area")
+
+
+def swis(shared_bits=(1, 2, 3), n_calib: int = 512, n_test: int = 10000, group_size: int = 8):
+    """SWIS (Li et al., arXiv 2103.01308): swis16_ws running the shipped
+    Fashion-MNIST CNN compressed by SWIS (uniform N = 1, 2, 3 shared bits of
+    8, G = 8) against the same-size bit-serial Stripes (stripes16) and
+    Bit-Pragmatic (pragmatic16) arrays running its INT8 weights, and an INT8
+    bit-parallel array of the same PE-array area (int8_same_area) for context.
+    Real weights; real inputs: the activation profile (Stripes' precision,
+    Pragmatic's essential bits) comes from a calibration pass of the first
+    `n_calib` training images; the simulated input is test image 0 (batch 1);
+    accuracy is on the first `n_test` test images."""
+    import time
+
+    from workloads.compile import trace
+    from workloads.compression import compress
+    from workloads.datasets import fashion_mnist_available, load_fashion_mnist
+    from workloads.profile import attach_profiles, profile_activations
+    from workloads.zoo.fmnist_cnn import evaluate_accuracy, load_fmnist_cnn
+
+    if not fashion_mnist_available():
+        raise ArchsimError("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)", field="paper")
+    model = load_fmnist_cnn()
+    x_train, _ = load_fashion_mnist("train", as_tensor=True, normalize=True)
+    x_test, y_test = load_fashion_mnist("test", as_tensor=True, normalize=True)
+    x_test, y_test = x_test[:n_test], y_test[:n_test]
+    t0 = time.perf_counter()
+    prof = profile_activations(model, x_train[:n_calib])
+    calib_s = time.perf_counter() - t0
+    x = x_test[:1]
+    base_layers = attach_profiles(trace(model, x), prof)
+    reports = {a: _simulate(base_layers, a) for a in SWIS_ARCHS[1:]}
+    acc_int8 = evaluate_accuracy(model, x_test, y_test)
+    wl = f"fmnist_cnn (shipped checkpoint, real weights), test image 0, batch 1; profile: {n_calib} train images"
+    claims, points = [], {}
+    for n in shared_bits:
+        res = compress(model, "swis", num_threads=1, shared_bits=n, group_size=group_size)
+        acc = evaluate_accuracy(res.model, x_test, y_test)
+        sw = _simulate(attach_profiles(trace(res.model, x, formats=res.formats), prof), "swis16_ws")
+        reports[f"swis16_ws N={n}"] = sw
+        points[n] = acc
+        arch = f"swis16_ws (SWIS N={n} of 8, G={group_size}; top-1 {100 * acc:.2f}%)"
+        for base, label in (("stripes16", "Stripes"), ("pragmatic16", "Bit-Pragmatic")):
+            b = reports[base]
+            claims.append(Claim(f"speedup vs {label} (same size), N={n}", "x", 6.0,
+                                b.totals["total_cycles"] / sw.totals["total_cycles"], wl, arch,
+                                f"{base} (INT8 weights; top-1 {100 * acc_int8:.2f}%)",
+                                "paper: 'up to 6x'; cycles at the same clock, DRAM and buffers"))
+            claims.append(Claim(f"energy vs {label} (same size), N={n}", "x", 1.9,
+                                b.totals["energy_total_pj"] / sw.totals["energy_total_pj"], wl, arch,
+                                base, "paper: 1.9x (1.8x workshop); total energy incl. DRAM, SRAM and static"))
+    layers = {}
+    for name, rep in reports.items():
+        layers[name] = [{"layer": r["name"], "cycles": r["total_cycles"], "compute_cycles": r["compute_cycles"],
+                         "energy_uj": r["energy_total_pj"] / 1e6, "loop_order": r["loop_order"]}
+                        for r in rep.layers + [rep.totals]]
+    details = {"calibration_wall_s": calib_s, "accuracy_int8": acc_int8,
+               "accuracy_swis": {str(n): a for n, a in points.items()},
+               "area_um2": {name: rep.area_um2 for name, rep in reports.items()},
+               "per_layer": layers}
+    return claims, details
+
+
+def format_layers(details: dict) -> str:
+    """Cycles and energy per layer for each configuration of a details dict."""
+    per = details["per_layer"]
+    names = list(per)
+    lines = ["cycles / energy (uJ) per layer:",
+             "  " + "layer".ljust(8) + "".join(n.rjust(26) for n in names)]
+    for i, row in enumerate(per[names[0]]):
+        cells = [f"{per[n][i]['cycles']:,} / {per[n][i]['energy_uj']:.2f}" for n in names]
+        lines.append("  " + str(row["layer"]).ljust(8) + "".join(c.rjust(26) for c in cells))
+    lines.append(f"calibration pass wall time: {details['calibration_wall_s']:.1f} s")
+    acc = ", ".join(f"N={n}: {100 * a:.2f}%" for n, a in details["accuracy_swis"].items())
+    lines.append(f"top-1: INT8 {100 * details['accuracy_int8']:.2f}%; SWIS {acc}")
+    return "\n".join(lines)
+
+
+PAPERS: dict[str, Callable[..., list[Claim]]] = {"mvq": mvq, "ssvq": ssvq, "swis": swis}
 
 
 def _fmt(v) -> str:
@@ -142,13 +221,18 @@ def plot(paper: str, claims: list[Claim], path: Path):
     fig.savefig(path, dpi=110)
 
 
-def reproduce(paper: str, out: str | Path = "archsim_out/reproduce", **kw) -> list[Claim]:
+def reproduce(paper: str, out: str | Path = "archsim_out/reproduce", **kw) -> tuple[list[Claim], dict | None]:
+    """Run one paper; write DIR/<paper>.json and .png; return (claims, details)."""
     if paper not in PAPERS:
         raise ArchsimError(f"unknown paper {paper!r} (known: {', '.join(sorted(PAPERS))})", field="paper")
-    claims = PAPERS[paper](**kw)
+    got = PAPERS[paper](**kw)
+    # a paper function returns its claims, or (claims, details) with extra tables for the JSON
+    claims, details = got if isinstance(got, tuple) else (got, None)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{paper}.json").write_text(json.dumps({"paper": paper, "claims": [asdict(c) for c in claims]},
-                                                  indent=2) + "\n")
+    doc = {"paper": paper, "claims": [asdict(c) for c in claims]}
+    if details is not None:
+        doc["details"] = details
+    (out / f"{paper}.json").write_text(json.dumps(doc, indent=2) + "\n")
     plot(paper, claims, out / f"{paper}.png")
-    return claims
+    return claims, details

@@ -238,3 +238,28 @@ def test_auto_loop_order_picks_what_the_simulation_says_is_faster(bw):
     faster = min(("spill", "tile_outputs"), key=lambda m: sims[m]["total_cycles"])
     assert sims["auto"]["total_cycles"] == sims[faster]["total_cycles"]
     assert sims["auto"]["loop_order"] == sims[faster]["loop_order"]
+
+
+# -- archsim reproduce ---------------------------------------------------------------
+
+def test_reproduce_mvq_writes_the_claims_json_and_png(tmp_path, capsys):
+    import json
+
+    from archsim import reproduce as rp
+
+    claims = rp.mvq(model_name="resnet20")
+    assert [c.metric for c in claims] == ["energy efficiency vs EWS", "systolic-array area reduction at 75% sparsity",
+                                          "speedup vs EWS"]
+    assert all(c.measured > 0 for c in claims) and claims[1].measured < 100
+    rp.PAPERS["mvq_small"] = lambda: claims
+    try:
+        rp.reproduce("mvq_small", tmp_path)
+    finally:
+        del rp.PAPERS["mvq_small"]
+    doc = json.loads((tmp_path / "mvq_small.json").read_text())
+    assert doc["paper"] == "mvq_small" and {"metric", "unit", "paper_value", "measured", "workload", "arch",
+                                            "baseline"} <= set(doc["claims"][0])
+    assert (tmp_path / "mvq_small.png").stat().st_size > 5000
+    with pytest.raises(SystemExit) as e:  # argparse refuses an unknown paper
+        main(["reproduce", "nope"])
+    assert e.value.code == 2

@@ -387,7 +387,18 @@ class SWISFormat(WeightFormat):
     is the mean N, `max_shared_bits` the largest, and each group also stores
     its N in `group_n_bits` bits. The PE array is weight-bit-serial: a group
     takes N cycles instead of B (`pe_cycles_per_weight`). Runs are padded to a
-    multiple of G; per-channel scales as in DenseFormat."""
+    multiple of G; per-channel scales as in DenseFormat.
+
+    `group_n` (optional; "" = every group has N = max_shared_bits): the real
+    N of every group, one decimal digit per group, in the compression's
+    group order (rows of workloads.compression._common.to_rows, each padded
+    to a multiple of G, cut into groups of G). A string, so the format stays
+    hashable (its hash is cached), JSON-ready and round-trips through
+    describe() / format_from_dict(). The SWIS PE kind (archsim/hw/swis.py)
+    reads it for its lock-step cycles. The shift tables (N shift amounts of
+    ceil(log2 B) bits per group) are counted in the payload: they travel
+    with the weight tile they belong to and sit in the row shifters while
+    the tile is in the array."""
 
     group_size: int = 8
     weight_bits: int = 8
@@ -397,6 +408,7 @@ class SWISFormat(WeightFormat):
     n_scales: int = 0
     scale_bits: int = 32
     run_len: int = 0
+    group_n: str = ""
     name = "swis"
     _MIN: ClassVar[dict] = {"group_size": 1, "weight_bits": 1}
 
@@ -405,6 +417,25 @@ class SWISFormat(WeightFormat):
             if getattr(self, f) > self.weight_bits:
                 raise ValueError(f"{self.name}: {f}: must be <= weight_bits={self.weight_bits}, "
                                  f"got {getattr(self, f)!r}")
+        if self.group_n:
+            if not self.group_n.isdigit() or not self.group_n.isascii():
+                raise ValueError(f"{self.name}: group_n: must be one digit per group, got {self.group_n[:20]!r}")
+            top = max(self.group_n)
+            if int(top) > self.max_shared_bits:
+                raise ValueError(f"{self.name}: group_n: a group has N={top} > max_shared_bits="
+                                 f"{self.max_shared_bits}")
+
+    def group_n_array(self):
+        """Per-group N as a numpy uint8 array (empty when not recorded)."""
+        import numpy as np
+
+        return np.frombuffer(self.group_n.encode("ascii"), dtype=np.uint8) - ord("0")
+
+    def describe(self) -> dict:
+        d = super().describe()
+        if not self.group_n:
+            d.pop("group_n")
+        return d
 
     def n_groups(self, n_weights: int) -> int:
         return _padded(n_weights, self.run_len, self.group_size) // self.group_size

@@ -46,6 +46,10 @@ class LayerSpec:
     # activation width is the architecture's (pe_array.act_bits), its one owner
     # for conv layers: raw input activation elements (H*W*C); None = use im2col size
     in_elems: Optional[int] = None
+    # statistics of the layer's real input activations from a calibration
+    # pass (workloads.profile.ActProfile), for PE kinds whose timing depends
+    # on the data (Stripes' precision, Pragmatic's essential bits); None = not profiled
+    act_profile: Optional[object] = field(default=None, repr=False)
 
     def __post_init__(self):
         if self.op not in OP_KINDS:

@@ -114,6 +114,13 @@ class SystolicArray(PEKind):
         """PE rows that `span_used` reduction elements occupy."""
         return span_used
 
+    def fold_at(self, t, g: int, r: int, c: int) -> None:
+        """Called by the ws/is nest just before each compute node: the fold
+        about to run is GEMM group g, row fold r (reduction elements
+        [r*span, r*span + span)), column fold c (columns [c*cols, ...)).
+        A no-op here; kinds whose fold timing depends on which weights the
+        fold holds (e.g. SWIS's per-group shared bits) record it."""
+
     def loop_order(self, t) -> str:
         return getattr(t, "loop_order", self.dataflow)
 
@@ -265,6 +272,7 @@ class SystolicArray(PEKind):
                                 if first and dec is None:
                                     stat_read = stat_tile if weights_stationary else t.act_bytes(ru * cu)
                                     sram.append((stat_buf, stat_read, 0))
+                                self.fold_at(t, g, r, c)
                                 cp = t.compute(Fold(self.pe_rows(ru, t), cu, sl, first, s == b1 - 1, not recent),
                                                deps,
                                                macs=ru * cu * sl, alloc=alloc, sram=tuple(sram))

@@ -179,7 +179,8 @@ def swis_tensor(w: torch.Tensor, group_size: int = 8, shared_bits: float = 3, we
                      shared_bits=float(n_g.float().mean()) if variable else int(shared_bits),
                      max_shared_bits=int(n_g.max()),
                      group_n_bits=_ceil_log2(n_max - n_min + 1) if variable else 0,
-                     n_scales=w.shape[0], scale_bits=scale_bits, run_len=length)
+                     n_scales=w.shape[0], scale_bits=scale_bits, run_len=length,
+                     group_n="".join(map(str, n_g.tolist())))
     state = {"scale": scale, "q_rows": q.reshape(rows.shape), "n_per_group": n_g, "set_mask": set_mask,
              "group_vals": group_vals, "rows_shape": tuple(rows.shape), "run_len": length,
              "shape": tuple(w.shape), "group_size": group_size}
