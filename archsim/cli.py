@@ -163,7 +163,23 @@ def cmd_explore(args) -> int:
 
         plot_fronts(df, study.objectives, args.plot)
         print(f"wrote {args.plot}")
+    if args.compare:
+        from archsim.explore import design_report
+        from plots.explore import plot_two_designs
+
+        a, b = _two_trials(args.compare)
+        plot_two_designs(design_report(study, args.out, a), design_report(study, args.out, b),
+                         (f"#{a}", f"#{b}"), args.compare_plot)
+        print(f"wrote {args.compare_plot}")
     return 0
+
+
+def _two_trials(text: str) -> tuple[int, int]:
+    try:
+        a, b = (int(x) for x in text.split(","))
+    except ValueError:
+        raise ArchsimError(f"expected two trial numbers like 3,17, got {text!r}", field="--compare") from None
+    return a, b
 
 
 def cmd_reproduce(args) -> int:
@@ -225,6 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--workers", type=int, help="local processes (default: all cores)")
     ex.add_argument("--csv", help="write every point's parameters and metrics here")
     ex.add_argument("--plot", help="write Pareto fronts for every pair of objectives here (PNG)")
+    ex.add_argument("--compare", metavar="A,B", help="two trial numbers: per-layer breakdown side by side")
+    ex.add_argument("--compare-plot", default="compare.png", help="where --compare writes its PNG")
     ex.set_defaults(func=cmd_explore)
 
     rp = sub.add_parser("reproduce", help="a paper's headline claims: its shipped YAMLs vs their baselines")

@@ -418,6 +418,22 @@ def _constraint_values(study: Study, metrics: dict, fp32: float | None) -> list[
 
 # -- results ----------------------------------------------------------------------
 
+def design_report(study: Study, out_dir: str | Path, number: int):
+    """The full per-layer Report of one finished trial, simulated again from
+    its recorded point (the compression comes from the cache)."""
+    from .api import simulate
+    from .config import load_arch
+
+    ostudy = open_study(study, Path(out_dir))
+    trials = {t.number: t for t in ostudy.get_trials(deepcopy=False)}
+    if number not in trials or "arch" not in trials[number].user_attrs:
+        raise ArchsimError(f"no finished trial #{number} in study {study.name}", field="--compare")
+    a = trials[number].user_attrs
+    wl = Workload(study, Path(out_dir) / "cache")
+    setting = wl.setting(a["method"], a["params"])
+    return simulate(wl.layers_for(setting["formats"]), load_arch(a["arch"], a["overrides"]))
+
+
 def results_dataframe(ostudy):
     """One row per finished trial: number, state, parameters, metrics, error."""
     import pandas as pd

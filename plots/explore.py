@@ -59,6 +59,44 @@ def plot_fronts(df, objectives: list[str], path: str | Path):
     fig.savefig(path, dpi=110)
 
 
+def plot_two_designs(rep_a, rep_b, labels: tuple[str, str], path: str | Path):
+    """Side by side, per layer: latency (compute + stall) and energy stacked
+    by component, for two designs of a study (Reports of the same workload)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from archsim.report import energy_components
+
+    names = [r["name"] for r in rep_a.layers]
+    x = list(range(len(names)))
+    fig = Figure(figsize=(max(10.0, 0.45 * len(names) + 4), 8), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax_t, ax_e = fig.subplots(2, 1, sharex=True)
+    comps = list(dict.fromkeys(energy_components(rep_a.totals) + energy_components(rep_b.totals)))
+    for k, (rep, label, off) in enumerate(((rep_a, labels[0], -0.2), (rep_b, labels[1], 0.2))):
+        us = 1.0 / rep.clock_mhz
+        xs = [i + off for i in x]
+        comp = [r["compute_cycles"] * us for r in rep.layers]
+        stall = [r["stall_cycles"] * us for r in rep.layers]
+        ax_t.bar(xs, comp, 0.4, color=f"C{2 * k}", label=f"{label}: compute")
+        ax_t.bar(xs, stall, 0.4, bottom=comp, color=f"C{2 * k + 1}", label=f"{label}: stall")
+        bottom = [0.0] * len(names)
+        for i, c in enumerate(comps):
+            vals = [r.get(f"energy_{c}_pj", 0.0) / 1e6 for r in rep.layers]
+            ax_e.bar(xs, vals, 0.4, bottom=bottom, color=f"C{i % 10}", edgecolor="k" if k else "none",
+                     linewidth=0.3, label=c if k == 0 else None)
+            bottom = [b + v for b, v in zip(bottom, vals)]
+    ax_t.set_ylabel("latency (us)")
+    ax_t.set_title(f"left: {labels[0]} ({rep_a.totals['latency_ms']:.3f} ms, "
+                   f"{rep_a.totals['energy_total_pj'] / 1e6:.1f} uJ)   right: {labels[1]} "
+                   f"({rep_b.totals['latency_ms']:.3f} ms, {rep_b.totals['energy_total_pj'] / 1e6:.1f} uJ)")
+    ax_t.legend(fontsize="small")
+    ax_e.set_ylabel("energy (uJ); right bars outlined")
+    ax_e.legend(fontsize="small", ncol=2)
+    ax_e.set_xticks(x, names, rotation=90, fontsize="small")
+    fig.savefig(path, dpi=110)
+
+
 def main(argv=None):
     import argparse
 

@@ -165,3 +165,18 @@ def test_accuracy_in_the_loop_is_computed_once_per_setting(tmp_path, monkeypatch
     by_method = df.groupby("param:method")["accuracy"].nunique()
     assert (by_method == 1).all()
     assert len(list((tmp_path / "o" / "cache").glob("*.json"))) == 2  # none, int:4
+
+
+def test_compare_two_designs_draws_their_per_layer_breakdown(tmp_path, capsys):
+    path = write_study(tmp_path, space={"pe_array.rows": {"choices": [8, 32]}})
+    out = tmp_path / "o"
+    assert main(["explore", str(path), "--out", str(out), "--workers", "1", "--compare", "0,3",
+                 "--compare-plot", str(tmp_path / "cmp.png")]) == 0
+    assert (tmp_path / "cmp.png").stat().st_size > 10_000
+    from archsim.explore import design_report
+
+    study = load_study(path)
+    df = results_dataframe(explore(study, out, LocalExecutor(1))).set_index("trial")
+    assert design_report(study, out, 3).totals["latency_ms"] == df.loc[3, "latency_ms"]
+    assert main(["explore", str(path), "--out", str(out), "--compare", "0,99"]) == 2
+    assert "--compare" in capsys.readouterr().err
