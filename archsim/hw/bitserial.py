@@ -87,13 +87,21 @@ class BitSerialArray(SystolicArray):
                 + (self.drain_cycles() if fold.last else 0))
 
     def layer_actions(self, t) -> dict:
-        """Action totals of the layer's compute nodes emitted so far."""
+        """Action totals of the layer's compute nodes (the last nodes emitted)."""
         tot: dict = {}
-        for n in t.b.nodes:
-            if n["layer"] == t.li and n["kind"] == "compute":
+        for n in reversed(t.b.nodes):
+            if n["layer"] != t.li:
+                break
+            if n["kind"] == "compute":
                 for k, v in n["actions"]:
                     tot[k] = tot.get(k, 0) + v
         return tot
+
+    def lockstep_loss(self, t, busy_action: str) -> float:
+        """Share (%) of PE-cycles the layer's lock-step rows spent idle."""
+        a = self.layer_actions(t)
+        busy, idle = a.get(busy_action, 0), a.get("pe_arith.lockstep_idle", 0)
+        return 100 * idle / (busy + idle) if busy + idle else 0.0
 
     # -- cost helpers (each returns (pJ or um^2, where from)) ---------------------
     @staticmethod

@@ -71,9 +71,7 @@ class PragmaticArray(BitSerialArray):
                 "oneffset.encode": ess, "registers.act": ru * cu * T, "accumulator.add": cu * steps}
 
     def loop_order(self, t) -> str:
-        a = self.layer_actions(t)
-        busy, idle = a.get("pe_arith.shift_add", 0), a.get("pe_arith.lockstep_idle", 0)
-        loss = 100 * idle / (busy + idle) if busy + idle else 0.0
+        loss = self.lockstep_loss(t, "pe_arith.shift_add")
         return (f"{super().loop_order(t)}; Pragmatic lanes L={self._L}, mean essential bits "
                 f"{t.layer.act_profile.mean_essential_bits:.2f}; lock-step idle {loss:.1f}% of PE-cycles")
 

@@ -142,9 +142,7 @@ class SWISArray(BitSerialArray):
                 "shifter.shift": sg * T, "shifter.table_read": sg * T, "accumulator.add": sg * T}
 
     def loop_order(self, t) -> str:
-        a = self.layer_actions(t)
-        busy, idle = a.get("pe_arith.gated_add", 0), a.get("pe_arith.lockstep_idle", 0)
-        loss = 100 * idle / (busy + idle) if busy + idle else 0.0
+        loss = self.lockstep_loss(t, "pe_arith.gated_add")
         return (f"{super().loop_order(t)}; SWIS {self.spec.schedule}, {self._n_source}; "
                 f"lock-step idle {loss:.1f}% of PE-cycles")
 
