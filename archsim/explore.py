@@ -57,8 +57,44 @@ def evaluate_point(layers, arch_data: dict, arch_source: str, overrides: list[st
 
 # -- executors --------------------------------------------------------------------
 
-class LocalExecutor:
+class _Executor:
+    """Runs points and retries the ones whose worker died (`died`)."""
+    died: tuple = ()
+
+    def _submit(self, fn, args):
+        raise NotImplementedError
+
+    def _reset(self):
+        pass
+
+    def map(self, fn, arg_lists: list[tuple]) -> list:
+        """Results (or the exception each point raised), in order."""
+        out: list = [None] * len(arg_lists)
+        todo = list(range(len(arg_lists)))
+        for _ in range(_RETRIES):
+            futs = {i: self._submit(fn, arg_lists[i]) for i in todo}
+            todo = []
+            for i, f in futs.items():
+                try:
+                    out[i] = f.result()
+                except self.died:
+                    todo.append(i)
+                except Exception as e:  # noqa: BLE001 — returned to the caller, per point
+                    out[i] = e
+            if not todo:
+                return out
+            self._reset()
+        for i in todo:
+            out[i] = RuntimeError(f"worker died {_RETRIES} times on this point")
+        return out
+
+    def close(self):
+        pass
+
+
+class LocalExecutor(_Executor):
     """A process pool over the machine's cores; rebuilt if a worker dies."""
+    died = (BrokenProcessPool,)
 
     def __init__(self, workers: int | None = None):
         import os
@@ -66,65 +102,33 @@ class LocalExecutor:
         self.workers = workers or os.cpu_count() or 1
         self._pool = None
 
-    def map(self, fn, arg_lists: list[tuple]) -> list:
-        """Results (or the exception each raised), in order; a point whose
-        worker died is retried on a fresh pool."""
-        out: list = [None] * len(arg_lists)
-        todo = list(range(len(arg_lists)))
-        for _ in range(_RETRIES):
-            if self._pool is None:
-                self._pool = ProcessPoolExecutor(self.workers)
-            futs = {i: self._pool.submit(fn, *arg_lists[i]) for i in todo}
-            todo = []
-            for i, f in futs.items():
-                try:
-                    out[i] = f.result()
-                except BrokenProcessPool:
-                    todo.append(i)
-                except Exception as e:  # noqa: BLE001 — returned to the caller, per point
-                    out[i] = e
-            if not todo:
-                return out
-            self._pool.shutdown(cancel_futures=True)
-            self._pool = None
-        for i in todo:
-            out[i] = RuntimeError(f"worker died {_RETRIES} times on this point")
-        return out
+    def _submit(self, fn, args):
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(self.workers)
+        return self._pool.submit(fn, *args)
+
+    def _reset(self):
+        self._pool.shutdown(cancel_futures=True)
+        self._pool = None
 
     def close(self):
         if self._pool is not None:
             self._pool.shutdown()
 
 
-class DaskExecutor:
+class DaskExecutor(_Executor):
     """Any Dask cluster through the dask.distributed client."""
 
     def __init__(self, scheduler=None, client=None):
-        from distributed import Client
+        from distributed import Client, KilledWorker
 
+        self.died = (KilledWorker,)
         self.client = client or Client(scheduler)
         self._own = client is None
+        self.workers = max(1, len(self.client.scheduler_info().get("workers", {})))
 
-    def map(self, fn, arg_lists: list[tuple]) -> list:
-        from distributed import KilledWorker
-
-        out: list = [None] * len(arg_lists)
-        todo = list(range(len(arg_lists)))
-        for _ in range(_RETRIES):
-            futs = {i: self.client.submit(fn, *arg_lists[i], pure=False) for i in todo}
-            todo = []
-            for i, f in futs.items():
-                try:
-                    out[i] = f.result()
-                except KilledWorker:
-                    todo.append(i)
-                except Exception as e:  # noqa: BLE001
-                    out[i] = e
-            if not todo:
-                return out
-        for i in todo:
-            out[i] = RuntimeError(f"worker died {_RETRIES} times on this point")
-        return out
+    def _submit(self, fn, args):
+        return self.client.submit(fn, *args, pure=False)
 
     def close(self):
         if self._own:

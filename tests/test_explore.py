@@ -135,7 +135,7 @@ def test_dask_local_cluster_gives_the_serial_results(tmp_path):
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   dashboard_address=None) as cluster, distributed.Client(cluster) as client:
         ex = DaskExecutor(client=client)
-        ex.workers = 2
+        assert ex.workers == 2
         df = results_dataframe(explore(study, tmp_path / "dask", ex))
     serial = results_dataframe(explore(study, tmp_path / "serial", LocalExecutor(1)))
     cols = ["param:arch", "param:pe_array.rows", "latency_ms", "energy_uj"]
