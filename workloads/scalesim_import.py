@@ -59,6 +59,13 @@ ellpack_block of SCALE-Sim's sample configs). A Sparsity value that is not
 'N:M' with integers 0 < N <= M (SCALE-Sim would crash or run nonsense)
 is an error naming the file, line and the Sparsity column.
 
+SCALE-Sim compresses the operands for any dataflow (K becomes
+K' = (K // M) * N + min(K % M, N)); the sparse bookkeeping (ifmap SRAM reads
+x M/N, OptimizedMapping) is weight-stationary only.
+`scalesim_ws_sparse_compute_cycles` is its weight-stationary cycle count in
+closed form, and `load_sparse_reference` reads the stored reference runs
+(tests/data/scalesim_sparse).
+
 Errors (missing file, missing column, a value that is not a positive
 integer, a bad N:M ratio, an unknown dataflow, a bad [sparsity] key) raise
 ArchsimError naming the file and the column or key (and, in topologies,
@@ -67,6 +74,7 @@ the line).
 from __future__ import annotations
 
 import configparser
+import csv
 import math
 import re
 from dataclasses import dataclass
@@ -398,3 +406,120 @@ def read_scalesim_workload(topology: PathLike, cfg: PathLike) -> tuple[list[Laye
     layers = read_topology(topology, sparsity_support=config.sparsity_support,
                            mask_encoding=config.mask_encoding)
     return layers, config
+
+
+# --- SCALE-Sim's weight-stationary N:M compute cycles, and its stored reports
+
+
+def scalesim_nm_kept_rows(K: int, n: int, m: int) -> int:
+    """Rows of SCALE-Sim's compressed filter operand (and columns of its
+    ifmap operand) for a window of K weights at N:M: every full group of M
+    keeps N, a partial last group of r weights keeps min(r, N)
+    (operand_matrix.create_filter_matrix / create_ifmap_matrix with
+    OptimizedMapping false)."""
+    return (K // m) * n + min(K % m, n)
+
+
+def scalesim_ws_sparse_compute_cycles(rows: int, cols: int, K: int, N_filters: int, T: int,
+                                      n: int = 1, m: int = 1) -> int:
+    """SCALE-Sim v3's 'Total Cycles' (compute cycles; stalls are 0 with CALC
+    bandwidth) of a weight-stationary layer at N:M sparsity with
+    SparsitySupport true and OptimizedMapping false; n = m gives the dense
+    run. K = C*R*S (the window), N_filters = filters, T = output pixels.
+
+        K' = (K // M) * N + min(K % M, N)            kept window rows
+        folds = ceil(K' / rows) * ceil(N_filters / cols)
+        cycles = folds * (2*rows + cols + T - 2) - 1
+
+    Each fold streams `rows` cycles of weight loading, T ifmap rows and
+    cols - 1 drain cycles, skewed over `rows` array rows (rows - 1 more)
+    (compute/systolic_compute_ws.py, create_ifmap_demand_mat); the memory
+    system reports the cycle of the last serviced line, one less than the
+    number of lines. Sparsity only shrinks K: the array, T and the per-fold
+    overhead are unchanged."""
+    k_kept = scalesim_nm_kept_rows(K, n, m)
+    folds = math.ceil(k_kept / rows) * math.ceil(N_filters / cols)
+    return folds * (2 * rows + cols + T - 2) - 1
+
+
+def _read_report(path: Path) -> list[dict]:
+    """SCALE-Sim report CSV as dicts (header names stripped; numbers as
+    int where integral, else float; the trailing empty column dropped)."""
+    with path.open() as f:
+        rows = [[c.strip() for c in line.split(",")] for line in f if line.strip()]
+    header = [h for h in rows[0] if h]
+    out = []
+    for row in rows[1:]:
+        rec = {}
+        for key, value in zip(header, row):
+            try:
+                num = float(value)
+                rec[key] = int(num) if num.is_integer() and "." not in value else num
+            except ValueError:
+                rec[key] = value
+        out.append(rec)
+    return out
+
+
+def load_sparse_reference(run_dir: PathLike) -> list[dict]:
+    """One dict per layer of a stored SCALE-Sim reference run (see
+    tests/data/scalesim_sparse/README.md). `run_dir` is <data>/<run>; its
+    topology and .cfg are named in <data>/runs.csv. Keys:
+
+      layer_id, name            SCALE-Sim's LayerID and the topology's name
+      n, m                      the N:M SCALE-Sim applied (1, 1 when the
+                                .cfg's SparsitySupport is false)
+      topology_n, topology_m    the N:M the topology declares
+      rows, cols, dataflow      the array (from the .cfg)
+      K, N_filters, T           window C*R*S, filters, output pixels
+      compute_cycles            COMPUTE_REPORT 'Total Cycles'
+      total_cycles_incl_prefetch, stall_cycles, mapping_efficiency,
+      compute_util              the other COMPUTE_REPORT columns
+      layer                     the LayerSpec (read_scalesim_workload)
+      topology_row              the topology row, {column: text}
+      compute, sparse, bandwidth, access
+                                the layer's row of COMPUTE_REPORT,
+                                SPARSE_REPORT (None if absent),
+                                BANDWIDTH_REPORT and DETAILED_ACCESS_REPORT
+                                as {header: number}
+    """
+    run_dir = Path(run_dir)
+    runs_csv = run_dir.parent / "runs.csv"
+    with runs_csv.open() as f:
+        meta = {r["run"]: r for r in csv.DictReader(f)}
+    if run_dir.name not in meta:
+        raise ArchsimError(f"run {run_dir.name!r} not listed", file=str(runs_csv), field="run")
+    topo = run_dir.parent / meta[run_dir.name]["topology"]
+    cfg_path = run_dir.parent / meta[run_dir.name]["cfg"]
+    cfg = read_scalesim_cfg(cfg_path)
+    layers = read_topology(topo, sparsity_support=cfg.sparsity_support, mask_encoding=cfg.mask_encoding)
+    declared = read_topology(topo)
+    header, topo_rows = _read_rows(topo)
+    reports = {name: (_read_report(run_dir / f"{name}.csv") if (run_dir / f"{name}.csv").exists() else None)
+               for name in ("COMPUTE_REPORT", "SPARSE_REPORT", "BANDWIDTH_REPORT", "DETAILED_ACCESS_REPORT")}
+    compute = reports["COMPUTE_REPORT"]
+    if compute is None or len(compute) != len(layers):
+        raise ArchsimError(f"expected {len(layers)} layers in COMPUTE_REPORT.csv", file=str(run_dir))
+    out = []
+    for i, (layer, decl, (_, fields)) in enumerate(zip(layers, declared, topo_rows)):
+        c = compute[i]
+        nm = (layer.fmt.n, layer.fmt.m) if isinstance(layer.fmt, NMFormat) else (1, 1)
+        dnm = (decl.fmt.n, decl.fmt.m) if isinstance(decl.fmt, NMFormat) else (1, 1)
+        if len(fields) > len(header):
+            header = header + [SPARSITY_COLUMN]
+        out.append(dict(
+            layer_id=c["LayerID"], name=layer.name, n=nm[0], m=nm[1],
+            topology_n=dnm[0], topology_m=dnm[1],
+            rows=cfg.rows, cols=cfg.cols, dataflow=cfg.dataflow,
+            K=layer.K, N_filters=layer.N, T=layer.M,
+            compute_cycles=c["Total Cycles"],
+            total_cycles_incl_prefetch=c["Total Cycles (incl. prefetch)"],
+            stall_cycles=c["Stall Cycles"], mapping_efficiency=c["Mapping Efficiency %"],
+            compute_util=c["Compute Util %"],
+            layer=layer, topology_row=dict(zip(header, fields)),
+            compute=c,
+            sparse=reports["SPARSE_REPORT"][i] if reports["SPARSE_REPORT"] else None,
+            bandwidth=reports["BANDWIDTH_REPORT"][i] if reports["BANDWIDTH_REPORT"] else None,
+            access=reports["DETAILED_ACCESS_REPORT"][i] if reports["DETAILED_ACCESS_REPORT"] else None,
+        ))
+    return out

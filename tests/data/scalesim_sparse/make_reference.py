@@ -161,16 +161,22 @@ def run_one(name: str, version: str) -> None:
     rss_mb = ru.ru_maxrss / 1024  # Linux: KiB
     print(f"{name}: {wall:.1f} s, peak RSS {rss_mb:.0f} MB")
     runs_csv = HERE / "runs.csv"
-    new = not runs_csv.exists()
-    with runs_csv.open("a", newline="") as f:
-        w = csv.writer(f)
-        if new:
-            w.writerow(["run", "cfg", "topology", "array", "sparsity_support", "n", "m",
-                        "scalesim_numpy_versions", "python", "machine", "cpus", "wall_s", "peak_rss_mb",
-                        "date"])
-        w.writerow([name, f"inputs/{cfg.name}", f"inputs/{topo.name}", f"{size}x{size}", support,
-                    n, m, version, platform.python_version(), platform.machine(), os.cpu_count(),
-                    f"{wall:.1f}", f"{rss_mb:.0f}", time.strftime("%Y-%m-%d")])
+    fields = ["run", "cfg", "topology", "array", "sparsity_support", "n", "m",
+              "scalesim_numpy_versions", "python", "machine", "cpus", "wall_s", "peak_rss_mb", "date"]
+    rows = []
+    if runs_csv.exists():  # a re-run replaces its own row
+        with runs_csv.open() as f:
+            rows = [r for r in csv.DictReader(f) if r["run"] != name]
+    rows.append(dict(zip(fields, [
+        name, f"inputs/{cfg.name}", f"inputs/{topo.name}", f"{size}x{size}", support, n, m, version,
+        platform.python_version(), platform.machine(), os.cpu_count(), f"{wall:.1f}", f"{rss_mb:.0f}",
+        time.strftime("%Y-%m-%d")])))
+    order = list(RUNS)
+    rows.sort(key=lambda r: order.index(r["run"]) if r["run"] in order else len(order))
+    with runs_csv.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
 
 
 def main(argv: list[str]) -> None:
