@@ -10,12 +10,15 @@ from pathlib import Path
 import pytest
 
 from archsim.errors import ArchsimError
+from workloads.formats import DenseFormat, NMFormat
 from workloads.scalesim_import import (
     ScaleSimConfig,
     is_gemm_topology,
+    mask_encoding_for,
     read_conv_topology,
     read_gemm_topology,
     read_scalesim_cfg,
+    read_scalesim_workload,
     read_topology,
 )
 
@@ -155,7 +158,7 @@ CONV_HEADER = "Layer name, IFMAP Height, IFMAP Width, Filter Height, Filter Widt
     ("Conv1, 224, 224, 3, 3, 3, 0, 2,", "Num Filter"),
     ("Conv1, 224, 224, 3, 3, 3, 32,", "Strides"),
     ("Conv1, 2, 224, 3, 3, 3, 32, 1,", "Filter Height"),
-    ("Conv1, 224, 224, 3, 3, 3, 32, 1, 2:4,", "Sparsity"),
+    ("Conv1, 224, 224, 3, 3, 3, 32, 1, 2:4, 1:1,", "Sparsity"),
 ])
 def test_bad_conv_row_names_file_and_column(tmp_path, row, field):
     err = one_line_error(read_conv_topology, write(tmp_path, CONV_HEADER + row + "\n"))
@@ -185,3 +188,111 @@ def test_missing_files(tmp_path):
 ])
 def test_bad_cfg_names_file_and_key(tmp_path, text, field):
     assert one_line_error(read_scalesim_cfg, write(tmp_path, text, "bad.cfg")).field == field
+
+
+# --- SCALE-Sim v3 sparsity: the topology's N:M column and the [sparsity] section
+
+SPARSE_TOPO = CONV_HEADER.replace("Strides,", "Strides, Sparsity,") + (
+    "Conv1, 230, 230, 7, 7, 3, 64, 2, 2:4,\n"
+    "Conv2, 58, 58, 3, 3, 64, 64, 1, 1 : 8,\n"   # spaces inside the ratio are fine
+    "Conv3, 56, 56, 1, 1, 64, 128, 2, 1:1,\n"
+    "Conv4, 9, 9, 3, 3, 512, 512, 1, 4:4,\n"
+    "Conv5, 9, 9, 3, 3, 512, 512, 1,\n"          # no column: 1:1
+)
+
+
+def test_sparsity_column_gives_nm_format_kept_n_of_m(tmp_path):
+    layers = read_conv_topology(write(tmp_path, SPARSE_TOPO))
+    conv1, conv2, conv3, conv4, conv5 = layers
+    # N is the number kept of every M (SCALE-Sim: N ones then M - N zeros),
+    # groups run along one filter's window: run_len = K.
+    assert conv1.fmt == NMFormat(n=2, m=4, value_bits=8, mask_encoding="offsets", run_len=147)
+    assert conv1.fmt.density == 0.5 and conv1.K == 147
+    assert (conv2.fmt.n, conv2.fmt.m, conv2.fmt.run_len) == (1, 8, 576)
+    for dense in (conv3, conv4, conv5):  # N == M and no column: dense
+        assert dense.fmt == DenseFormat(bits=8), dense.name
+    assert [l.M for l in layers] == [113 * 113, 56 * 56, 29 * 29, 49, 49]  # geometry unchanged
+
+
+def test_sparsity_ignored_without_support_and_gemm_form(tmp_path):
+    path = write(tmp_path, SPARSE_TOPO)
+    assert all(l.fmt == DenseFormat(bits=8) for l in read_topology(path, sparsity_support=False))
+    assert read_topology(path, mask_encoding="bitmap")[0].fmt.mask_encoding == "bitmap"
+    gemm = write(tmp_path, "Layer, M, N, K, Sparsity,\nfc, 1, 1000, 512, 2:8,\nqkv, 197, 576, 192,\n", "g.csv")
+    fc, qkv = read_topology(gemm)
+    assert fc.fmt == NMFormat(n=2, m=8, value_bits=8, mask_encoding="offsets", run_len=512)
+    assert qkv.fmt == DenseFormat(bits=8)
+    assert read_gemm_topology(gemm, sparsity_support=False)[0].fmt == DenseFormat(bits=8)
+
+
+@pytest.mark.parametrize("ratio", ["2:x", "3:2", "0:4", "2:0", "-1:4", "2:-4", "2:4:8", "2.5:4",
+                                   "2/4", "24", ":4", "2:"])
+@pytest.mark.parametrize("form", ["conv", "gemm"])
+def test_bad_sparsity_ratio_names_file_line_and_column(tmp_path, ratio, form):
+    if form == "conv":
+        text = CONV_HEADER + "Conv1, 224, 224, 3, 3, 3, 32, 1, 1:1,\nConv2, 224, 224, 3, 3, 3, 32, 1, " + ratio + ",\n"
+    else:
+        text = "Layer, M, N, K,\nfc0, 1, 10, 64, 2:4,\nfc1, 1, 10, 64, " + ratio + ",\n"
+    path = write(tmp_path, text)
+    for sparsity_support in (True, False):  # validated even when SCALE-Sim would ignore it
+        with pytest.raises(ArchsimError) as e:
+            read_topology(path, sparsity_support=sparsity_support)
+        err = e.value
+        assert err.file == str(path) and err.field == "Sparsity" and "line 3" in str(err), str(err)
+        assert "\n" not in str(err)
+
+
+SPARSE_CFG = CFG.format(dataflow="ws", bandwidth="", mode="CALC") + """
+[sparsity]
+SparsitySupport : {support}
+SparseRep : {rep}
+OptimizedMapping : {opt}
+BlockSize : {block}
+RandomNumberGeneratorSeed : {seed}
+"""
+
+
+def sparse_cfg(tmp_path, support="true", rep="ellpack_block", opt="false", block="8", seed="40"):
+    return write(tmp_path, SPARSE_CFG.format(support=support, rep=rep, opt=opt, block=block, seed=seed),
+                 "s.cfg")
+
+
+def test_cfg_sparsity_section(tmp_path):
+    cfg = read_scalesim_cfg(sparse_cfg(tmp_path, support="True", seed="7"))
+    assert (cfg.sparsity_support, cfg.sparse_rep, cfg.sparsity_optimized_mapping,
+            cfg.sparsity_block_size, cfg.sparsity_rand_seed) == (True, "ellpack_block", False, 4, 7)
+    assert cfg.mask_encoding == "offsets"  # BlockSize is read only with OptimizedMapping (SCALE-Sim)
+    opt = read_scalesim_cfg(sparse_cfg(tmp_path, opt="TRUE", block="8"))
+    assert (opt.sparsity_optimized_mapping, opt.sparsity_block_size) == (True, 8)
+    # SparsitySupport false: the other keys are not read (even bad ones), SCALE-Sim's defaults stand
+    off = read_scalesim_cfg(sparse_cfg(tmp_path, support="false", rep="nonsense", seed="x"))
+    assert (off.sparsity_support, off.sparse_rep, off.sparsity_rand_seed) == (False, "", 40)
+    no_section = read_scalesim_cfg(write(tmp_path, CFG.format(dataflow="ws", bandwidth="", mode="CALC"), "n.cfg"))
+    assert no_section.sparsity_support is False
+    assert [mask_encoding_for(r) for r in ("ellpack_block", "csr", "csc", "")] == [
+        "offsets", "bitmap", "bitmap", "offsets"]
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    (dict(support="yes"), "SparsitySupport"),
+    (dict(rep="ELLPACK"), "SparseRep"),
+    (dict(opt="maybe"), "OptimizedMapping"),
+    (dict(opt="true", block="64"), "BlockSize"),  # > ArrayHeight (8)
+    (dict(opt="true", block="0"), "BlockSize"),
+    (dict(seed="forty"), "RandomNumberGeneratorSeed"),
+])
+def test_bad_cfg_sparsity_keys(tmp_path, kwargs, field):
+    assert one_line_error(read_scalesim_cfg, sparse_cfg(tmp_path, **kwargs)).field == field
+
+
+def test_read_scalesim_workload_applies_cfg(tmp_path):
+    topo = write(tmp_path, SPARSE_TOPO)
+    layers, cfg = read_scalesim_workload(topo, sparse_cfg(tmp_path))
+    assert cfg.sparsity_support and layers[0].fmt.mask_encoding == "offsets"
+    layers, _ = read_scalesim_workload(topo, sparse_cfg(tmp_path, rep="csr"))
+    assert layers[0].fmt == NMFormat(n=2, m=4, value_bits=8, mask_encoding="bitmap", run_len=147)
+    layers, _ = read_scalesim_workload(topo, sparse_cfg(tmp_path, support="false"))
+    assert all(l.fmt == DenseFormat(bits=8) for l in layers)
+    with pytest.raises(ArchsimError) as e:
+        read_scalesim_workload(topo, sparse_cfg(tmp_path, opt="true"))
+    assert e.value.field == "OptimizedMapping"
