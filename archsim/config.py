@@ -261,6 +261,9 @@ def arch_dict_from_scalesim_cfg(path: Path) -> dict:
     data["source"] = f"SCALE-Sim .cfg {path}"
     # SCALE-Sim's own loop order: partial sums spill (the fidelity comparison)
     data["pe_array"].update(rows=cfg.rows, cols=cfg.cols, dataflow=cfg.dataflow, psum_overflow="spill")
+    if cfg.sparsity_support and cfg.dataflow == "ws":
+        # SCALE-Sim v3 runs each layer at its topology's N:M on a weight-stationary array
+        data["pe_array"].update(kind="nm_systolic", any_pattern=True)
     for buf, kb in (("input", cfg.ifmap_sram_kb), ("weight", cfg.filter_sram_kb), ("output", cfg.ofmap_sram_kb)):
         data["buffers"][buf]["capacity_bytes"] = kb * 1024
         data["buffers"][buf]["source"] = f"{path.name}"

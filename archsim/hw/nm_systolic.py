@@ -9,7 +9,9 @@ counts folds the same way; tests/test_scalesim_sparse.py compares).
 The array is built for one pattern (`n`, `m`). A layer whose weights are N:M
 with the same M and at most N kept runs sparse (a 1:4 layer on a 2:4 array
 wastes half its PE rows); any other layer runs dense, one PE row per
-reduction input, the muxes passing the activation straight through.
+reduction input, the muxes passing the activation straight through. With
+`any_pattern: true` every N:M layer runs at its own N:M, as SCALE-Sim v3
+models it; a SCALE-Sim .cfg with SparsitySupport imports as that.
 Costs beyond the dense array: one mux select per MAC (energy), and an M:1
 mux of act_bits per PE (area), priced from the table's mux rows.
 """
@@ -18,7 +20,7 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from pydantic import PositiveInt, model_validator
+from pydantic import Field, PositiveInt, model_validator
 
 from .pe_kind import ComponentSpec, Fold, register_pe_kind
 from .systolic import SystolicArray, SystolicSpec
@@ -30,9 +32,11 @@ class NMSparseMixin:
     def layer_nm(self, t) -> tuple[int, int] | None:
         """(n, m) the array runs this layer at, or None when it runs dense."""
         fmt = t.fmt
-        if t.layer.op == "matmul" or not hasattr(fmt, "density"):
+        if t.layer.op == "matmul" or not hasattr(fmt, "density") or fmt.n >= fmt.m:
             return None
-        if getattr(fmt, "m", None) != self.spec.m or getattr(fmt, "n", self.spec.n + 1) > self.spec.n:
+        if getattr(self.spec, "any_pattern", False):
+            return fmt.n, fmt.m
+        if fmt.m != self.spec.m or fmt.n > self.spec.n:
             return None
         return self.spec.n, self.spec.m
 
@@ -42,7 +46,10 @@ class NMSparseMixin:
 
     def pe_rows(self, span_used: int, t) -> int:
         nm = self.layer_nm(t)
-        return span_used if nm is None else math.ceil(span_used * nm[0] / nm[1])
+        if nm is None:
+            return span_used
+        n, m = nm  # a partial last group keeps at most n (SCALE-Sim's rule)
+        return (span_used // m) * n + min(span_used % m, n)
 
     def loop_order(self, t) -> str:
         nm = self.layer_nm(t)
@@ -77,6 +84,8 @@ class NMPattern(ComponentSpec):
 class NMSystolicSpec(NMPattern, SystolicSpec):
     kind: Literal["nm_systolic"] = "nm_systolic"
     dataflow: Literal["ws"] = "ws"
+    any_pattern: bool = Field(False, description="run each layer at its own N:M (SCALE-Sim v3's model), "
+                              "not only the array's n:m")
 
 
 @register_pe_kind("nm_systolic")
