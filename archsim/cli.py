@@ -54,12 +54,40 @@ def _layers_from_args(args, arch):
     return layers
 
 
+# Most PE-array folds one command line run may tile and simulate: every fold
+# is at least one SimPy event and a few TileGraph nodes (about 1 KiB each), so
+# far beyond this a run takes hours and tens of GiB instead of failing.
+# (ResNet-50 on a 32x32 ws array: about 25 thousand.) The Python API has no limit.
+MAX_FOLDS = 5_000_000
+
+
+def _fold_estimate(layer, pe) -> int:
+    """A lower bound on the PE array folds of one layer (the tiler may cut
+    each fold into several chunks, never fewer)."""
+    ceil = lambda a, b: -(-a // b)
+    if pe.dataflow == "os":
+        return layer.groups * ceil(layer.M, pe.rows) * ceil(layer.N, pe.cols)
+    ncol = layer.N if pe.dataflow == "ws" else layer.M
+    return layer.groups * ceil(layer.K, pe.rows) * ceil(ncol, pe.cols)
+
+
+def _check_size(layers, arch, source: str, flag: str) -> None:
+    total = 0
+    for L in layers:
+        total += _fold_estimate(L, arch.pe_array)
+        if total > MAX_FOLDS:
+            raise ArchsimError(f"more than {MAX_FOLDS:,} PE-array folds up to layer {L.name} on a "
+                               f"{arch.pe_array.rows}x{arch.pe_array.cols} array: too large to simulate "
+                               f"from the command line", file=source, field=flag)
+
+
 def cmd_run(args) -> int:
     from archsim.api import simulate
     from archsim.config import load_arch
 
     arch = load_arch(args.arch, args.set)
     layers = _layers_from_args(args, arch)
+    _check_size(layers, arch, args.topology or args.model, "--topology" if args.topology else "--model")
     report = simulate(layers, arch, energy_table=args.energy_table)
     print(report.format_table())
     label = Path(args.topology).stem if args.topology else args.model
@@ -85,7 +113,14 @@ def cmd_sweep(args) -> int:
     grid = parse_grid(args.grid)
     check_grid(args.arch, grid)  # every key and value against the schema, before anything runs
     layers = _layers_from_args(args, load_arch(args.arch[0]))
-    total = len(expand(args.arch, grid))
+    points = expand(args.arch, grid)
+    for arch_name, overrides in points:
+        try:
+            point_arch = load_arch(arch_name, list(overrides), flag="--grid")
+        except ArchsimError:
+            continue  # a combination the schema refuses: recorded in its row by sweep()
+        _check_size(layers, point_arch, args.topology or args.model, "--topology" if args.topology else "--model")
+    total = len(points)
     print(f"{total} design points -> {args.out} (already there are skipped)")
 
     def progress(row):
