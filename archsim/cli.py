@@ -58,23 +58,26 @@ def _layers_from_args(args, arch):
 # is at least one SimPy event and a few TileGraph nodes (about 1 KiB each), so
 # far beyond this a run takes hours and tens of GiB instead of failing.
 # (ResNet-50 on a 32x32 ws array: about 25 thousand.) The Python API has no limit.
-MAX_FOLDS = 5_000_000
+MAX_FOLDS = 2_000_000
 
 
-def _fold_estimate(layer, pe) -> int:
-    """A lower bound on the PE array folds of one layer (the tiler may cut
-    each fold into several chunks, never fewer)."""
+def _fold_estimate(layer, arch) -> int:
+    """A lower bound on the PE array fold chunks of one layer. ws/is: a
+    streamed chunk's partial sums (cols x acc_bits) must fit in the output
+    buffer's tile room, so each fold has at least S / that many chunks."""
+    pe = arch.pe_array
     ceil = lambda a, b: -(-a // b)
     if pe.dataflow == "os":
         return layer.groups * ceil(layer.M, pe.rows) * ceil(layer.N, pe.cols)
-    ncol = layer.N if pe.dataflow == "ws" else layer.M
-    return layer.groups * ceil(layer.K, pe.rows) * ceil(ncol, pe.cols)
+    ncol, S = (layer.N, layer.M) if pe.dataflow == "ws" else (layer.M, layer.N)
+    per_chunk = max(1, arch.buffers.output.tile_limit_bytes // max(1, ceil(pe.cols * pe.acc_bits, 8)))
+    return layer.groups * ceil(layer.K, pe.rows) * ceil(ncol, pe.cols) * ceil(S, per_chunk)
 
 
 def _check_size(layers, arch, source: str, flag: str) -> None:
     total = 0
     for L in layers:
-        total += _fold_estimate(L, arch.pe_array)
+        total += _fold_estimate(L, arch)
         if total > MAX_FOLDS:
             raise ArchsimError(f"more than {MAX_FOLDS:,} PE-array folds up to layer {L.name} on a "
                                f"{arch.pe_array.rows}x{arch.pe_array.cols} array: too large to simulate "
