@@ -200,6 +200,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _one_line(text: str) -> str:
+    """The message on one line whatever the user typed: line breaks inside
+    it (a YAML parser's message, a value with a newline) become spaces,
+    other control characters are escaped."""
+    text = re.sub(r"\s*[\r\n\x85\u2028\u2029]+\s*", " ", text.strip())
+    return re.sub(r"[\x00-\x1f\x7f]", lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "cmd", None) == "sweep" and not args.arch:
@@ -207,7 +215,7 @@ def main(argv=None) -> int:
     try:
         return args.func(args)
     except ArchsimError as e:
-        print(f"archsim: error: {e.one_line()}", file=sys.stderr)
+        print(f"archsim: error: {_one_line(e.one_line())}", file=sys.stderr)
         return EXIT_USER_ERROR
 
 
