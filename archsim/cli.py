@@ -54,12 +54,43 @@ def _layers_from_args(args, arch):
     return layers
 
 
+# Most PE-array folds one command line run may tile and simulate: every fold
+# is at least one SimPy event and a few TileGraph nodes (about 1 KiB each), so
+# far beyond this a run takes hours and tens of GiB instead of failing.
+# (ResNet-50 on a 32x32 ws array: about 25 thousand.) The Python API has no limit.
+MAX_FOLDS = 2_000_000
+
+
+def _fold_estimate(layer, arch) -> int:
+    """A lower bound on the PE array fold chunks of one layer. ws/is: a
+    streamed chunk's partial sums (cols x acc_bits) must fit in the output
+    buffer's tile room, so each fold has at least S / that many chunks."""
+    pe = arch.pe_array
+    ceil = lambda a, b: -(-a // b)
+    if pe.dataflow == "os":
+        return layer.groups * ceil(layer.M, pe.rows) * ceil(layer.N, pe.cols)
+    ncol, S = (layer.N, layer.M) if pe.dataflow == "ws" else (layer.M, layer.N)
+    per_chunk = max(1, arch.buffers.output.tile_limit_bytes // max(1, ceil(pe.cols * pe.acc_bits, 8)))
+    return layer.groups * ceil(layer.K, pe.rows) * ceil(ncol, pe.cols) * ceil(S, per_chunk)
+
+
+def _check_size(layers, arch, source: str, flag: str) -> None:
+    total = 0
+    for L in layers:
+        total += _fold_estimate(L, arch)
+        if total > MAX_FOLDS:
+            raise ArchsimError(f"more than {MAX_FOLDS:,} PE-array folds up to layer {L.name} on a "
+                               f"{arch.pe_array.rows}x{arch.pe_array.cols} array: too large to simulate "
+                               f"from the command line", file=source, field=flag)
+
+
 def cmd_run(args) -> int:
     from archsim.api import simulate
     from archsim.config import load_arch
 
     arch = load_arch(args.arch, args.set)
     layers = _layers_from_args(args, arch)
+    _check_size(layers, arch, args.topology or args.model, "--topology" if args.topology else "--model")
     trace_layers = [n for n in (args.trace_layers or "").split(",") if n] or None
     report = simulate(layers, arch, energy_table=args.energy_table, trace=args.trace, trace_layers=trace_layers)
     print(report.format_table())
@@ -87,7 +118,14 @@ def cmd_sweep(args) -> int:
     grid = parse_grid(args.grid)
     check_grid(args.arch, grid)  # every key and value against the schema, before anything runs
     layers = _layers_from_args(args, load_arch(args.arch[0]))
-    total = len(expand(args.arch, grid))
+    points = expand(args.arch, grid)
+    for arch_name, overrides in points:
+        try:
+            point_arch = load_arch(arch_name, list(overrides), flag="--grid")
+        except ArchsimError:
+            continue  # a combination the schema refuses: recorded in its row by sweep()
+        _check_size(layers, point_arch, args.topology or args.model, "--topology" if args.topology else "--model")
+    total = len(points)
     print(f"{total} design points -> {args.out} (already there are skipped)")
 
     def progress(row):
@@ -255,6 +293,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _one_line(text: str) -> str:
+    """The message on one line whatever the user typed: line breaks inside
+    it (a YAML parser's message, a value with a newline) become spaces,
+    other control characters are escaped."""
+    text = re.sub(r"\s*[\r\n\x85\u2028\u2029]+\s*", " ", text.strip())
+    return re.sub(r"[\x00-\x1f\x7f]", lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "cmd", None) == "sweep" and not args.arch:
@@ -262,7 +308,7 @@ def main(argv=None) -> int:
     try:
         return args.func(args)
     except ArchsimError as e:
-        print(f"archsim: error: {e.one_line()}", file=sys.stderr)
+        print(f"archsim: error: {_one_line(e.one_line())}", file=sys.stderr)
         return EXIT_USER_ERROR
 
 

@@ -25,7 +25,11 @@ def parse_grid(items: Iterable[str]) -> dict[str, list]:
         if "=" not in item:
             raise ArchsimError(f"expected path.to.field=v1,v2,..., got {item!r}", field="--grid")
         key, values = item.split("=", 1)
-        grid[key.strip()] = [yaml.safe_load(v) for v in values.split(",") if v.strip()]
+        try:
+            grid[key.strip()] = [yaml.safe_load(v) for v in values.split(",") if v.strip()]
+        except yaml.YAMLError as e:
+            raise ArchsimError(f"{key.strip()}: a value is not valid YAML ({getattr(e, 'problem', None) or e})",
+                               field="--grid") from None
         if not grid[key.strip()]:
             raise ArchsimError(f"no values for {key}", field="--grid")
     return grid

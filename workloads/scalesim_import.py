@@ -96,15 +96,25 @@ SPARSE_REPS = ("csr", "csc", "ellpack_block")
 # SCALE-Sim SparseRep -> workloads.formats N:M mask encoding (module docstring)
 MASK_ENCODING_FOR_SPARSE_REP = {"ellpack_block": "offsets", "csr": "bitmap", "csc": "bitmap"}
 DEFAULT_MASK_ENCODING = "offsets"
+# Largest value of a topology column: far above any real layer (GPT-3's
+# d_model is 12288, ImageNet inputs 224), far below sizes whose tiling would
+# not fit in memory.
+MAX_DIM = 1 << 20
 
 
 def _read_rows(path: PathLike) -> tuple[list[str], list[tuple[int, list[str]]]]:
     """(header fields, [(line number, fields)]) with comments, blank lines
     and the trailing empty field removed."""
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_text(encoding="utf-8-sig")
     except OSError as e:
         raise ArchsimError(f"cannot read topology: {e.strerror}", file=str(path)) from e
+    except UnicodeDecodeError as e:
+        line = Path(path).read_bytes()[: e.start].count(b"\n") + 1
+        raise ArchsimError(f"line {line}: not UTF-8 text (byte {e.start})", file=str(path),
+                           field="<encoding>") from None
+    except ValueError as e:  # e.g. a NUL byte in the path
+        raise ArchsimError(f"cannot read topology: {e}", file=repr(str(path))) from None
     rows = []
     for lineno, line in enumerate(text.splitlines(), start=1):
         fields = [f.strip() for f in line.split("#", 1)[0].split(",")]
@@ -120,10 +130,13 @@ def _read_rows(path: PathLike) -> tuple[list[str], list[tuple[int, list[str]]]]:
 def _positive_int(value: str, path: PathLike, lineno: int, column: str) -> int:
     try:
         n = int(value)
-    except ValueError:
+    except ValueError:  # also a number too long for int() (Python's digit limit)
         n = 0
     if n <= 0:
-        raise ArchsimError(f"line {lineno}: expected a positive integer, got {value!r}",
+        raise ArchsimError(f"line {lineno}: expected a positive integer, got {value[:40]!r}",
+                           file=str(path), field=column)
+    if n > MAX_DIM:
+        raise ArchsimError(f"line {lineno}: {n} is larger than the limit {MAX_DIM}",
                            file=str(path), field=column)
     return n
 

@@ -17,7 +17,6 @@ mux of act_bits per PE (area), priced from the table's mux rows.
 """
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 from pydantic import Field, PositiveInt, model_validator

@@ -72,14 +72,71 @@ def compress(model, method: str, calib=None, seed: int = 0, num_threads=None, **
     if unknown:
         raise CompressionError(f"{method} takes no parameter {unknown[0]!r}; it takes {sorted(accepted)}",
                                field=unknown[0])
-    if num_threads is None:
-        return fn(model, calib=calib, seed=seed, **params)
+    _check_params(method, fn, params)
     prev = torch.get_num_threads()
-    torch.set_num_threads(num_threads)
+    if num_threads is not None:
+        torch.set_num_threads(num_threads)
     try:
         return fn(model, calib=calib, seed=seed, **params)
+    except CompressionError:
+        raise
+    except ValueError as e:
+        # a WeightFormat (or a helper) refused a combination of parameters: name the one it mentions
+        named = next((k for k in params if k in str(e)), None)
+        raise CompressionError(f"{method}: {e}", field=named or "params") from None
     finally:
         torch.set_num_threads(prev)
+
+
+# Bounds of the integer parameters, by name: (lowest, highest). The highest
+# values are far above any published setting and far below sizes that would
+# exhaust memory (a 10^12-element codeword). Other int parameters: 1..2^20.
+_INT_BOUNDS = {
+    "scale_bits": (0, 64), "finetune_steps": (0, 10 ** 7), "steps": (0, 10 ** 7), "retrain_steps": (0, 10 ** 7),
+    "n_min": (0, 64), "niter": (0, 10 ** 5), "bits": (1, 32), "source_bits": (1, 32), "value_bits": (1, 32),
+    "codebook_bits": (1, 32), "weight_bits": (1, 32), "proto_bits": (1, 32), "lut_bits": (1, 32),
+    "k": (1, 1 << 16), "d": (1, 1 << 12), "n": (1, 1 << 12), "m": (1, 1 << 12), "Ls": (1, 1 << 12),
+    "Np": (1, 1 << 16), "group_size": (1, 1 << 12),
+}
+# float parameters: finite and within (lowest, highest)
+_FLOAT_BOUNDS = {"flip_rate_start": (0.0, 1.0), "flip_rate_end": (0.0, 1.0), "shared_bits": (0.0, 64.0)}
+
+
+def _check_params(method: str, fn, params: dict) -> None:
+    """Types and ranges of the parameters, from each method's signature
+    (annotations `int`, `float`, `bool`, `str`, `Optional[...]`), before any
+    work: a bad one is a CompressionError naming it."""
+    import math
+    import numbers
+
+    sig = inspect.signature(fn).parameters
+    for name, value in params.items():
+        ann = sig[name].annotation
+        if not isinstance(ann, str):
+            continue
+        if ann.startswith("Optional["):
+            if value is None:
+                continue
+            ann = ann[len("Optional["):-1]
+        where = f"{method}: {name}"
+        if ann == "int":
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise CompressionError(f"{where}: expected an integer, got {value!r}", field=name)
+            lo, hi = _INT_BOUNDS.get(name, (1, 1 << 20))
+            if not lo <= value <= hi:
+                raise CompressionError(f"{where}: must be in {lo}..{hi}, got {value!r}", field=name)
+        elif ann == "float":
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+                raise CompressionError(f"{where}: expected a finite number, got {value!r}", field=name)
+            lo, hi = _FLOAT_BOUNDS.get(name, (0.0, math.inf))
+            if not lo <= value <= hi:
+                raise CompressionError(f"{where}: must be in [{lo}, {hi}], got {value!r}", field=name)
+        elif ann == "bool":
+            if not isinstance(value, bool):
+                raise CompressionError(f"{where}: expected true or false, got {value!r}", field=name)
+        elif ann == "str":
+            if not isinstance(value, str):
+                raise CompressionError(f"{where}: expected text, got {value!r}", field=name)
 
 
 __all__ = ["compress", "METHODS", "CompressionResult", "CompressionError"]
