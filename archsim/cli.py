@@ -50,7 +50,7 @@ def _layers_from_args(args, arch):
     if fmt is not None:
         for L in layers:
             if L.op != "matmul":
-                L.fmt = fmt
+                L.fmt = fmt.for_layer(L)  # per-layer fields (PQ's cout) from the layer
     return layers
 
 

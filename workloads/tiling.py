@@ -218,7 +218,7 @@ def layer_summary(L: LayerSpec) -> dict:
 
 def _load_side_data(b: _Builder, t: LayerTiler, arch: ArchSpec, prev_decode_end: int | None) -> None:
     L, fmt = t.layer, t.fmt
-    if L.op == "matmul":
+    if L.op == "matmul" or t.pe.loads_own_side_data(L):
         return
     side = fmt.side_bytes(L.n_weights)
     if t.needs_decode:
