@@ -291,10 +291,14 @@ class PQLutArray(PEKind):
                             ld = t.load("input", in_nb, act_dep=True)
                             if in_resident:
                                 in_loads[ci] = (ld, in_nb)
+                            if keep_idx and ci == 0:
+                                # room for all the group's indices is reserved with its first
+                                # input load (reserving it chunk by chunk could deadlock
+                                # against input prefetches); freed by its last compute
+                                b.nodes[ld]["alloc"] = (("input", in_nb + idx_total),)
                         deps.append(ld)
                         sram.append(("input", t.act_bytes(n * K), 0))
                         if keep_idx:  # the indices stay in the input buffer for the later tiles
-                            alloc.append(("input", _c(n * tb["idx_bits_per_column"], 8)))
                             sram.append(("input", 0, _c(n * tb["idx_bits_per_column"], 8)))
                     else:
                         deps.append(idx_keep[ci])
@@ -307,15 +311,14 @@ class PQLutArray(PEKind):
                     last_cp = cp
                     if encode and not in_resident:
                         t.free_later(cp, "input", in_nb)
-                    if keep_idx:
-                        if ti == 0:
-                            idx_keep[ci] = cp
-                        if ti == len(tiles) - 1:
-                            t.free_later(cp, "input", _c(n * tb["idx_bits_per_column"], 8))
+                    if keep_idx and ti == 0:
+                        idx_keep[ci] = cp
                     last_store = t.store(onb, cp, free_psum=onb)
                 t.free_later(last_cp, "weight", lut_nb)
             for ld, nb in in_loads.values():
                 t.free_later(last_cp, "input", nb)
+            if keep_idx:
+                t.free_later(last_cp, "input", idx_total)
         self._layer_last_compute[t.li] = last_cp
         return last_store
 
