@@ -50,7 +50,7 @@ def _layers_from_args(args, arch):
     if fmt is not None:
         for L in layers:
             if L.op != "matmul":
-                L.fmt = fmt
+                L.fmt = fmt.for_layer(L)  # per-layer fields (PQ's cout) from the layer
     return layers
 
 
@@ -227,6 +227,10 @@ def cmd_reproduce(args) -> int:
     print(rp.format_table(args.paper, claims))
     if details and "per_layer" in details:
         print(rp.format_layers(details))
+    elif details and "per_layer_parallelism" in details:
+        from archsim.reproduce_pqa import format_details
+
+        print(format_details(details))
     print(f"\nwrote {Path(args.out) / args.paper}.json, {args.paper}.png")
     return 0
 
@@ -284,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.set_defaults(func=cmd_explore)
 
     rp = sub.add_parser("reproduce", help="a paper's headline claims: its shipped YAMLs vs their baselines")
-    rp.add_argument("paper", choices=["mvq", "ssvq", "swis"], help="which paper")
+    rp.add_argument("paper", choices=["mvq", "ssvq", "swis", "pqa"], help="which paper")
     rp.add_argument("--out", default="archsim_out/reproduce", help="folder for <paper>.json and <paper>.png")
     rp.set_defaults(func=cmd_reproduce)
 

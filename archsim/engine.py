@@ -102,9 +102,14 @@ def _run(graph, arch: ArchSpec, tl) -> Stats:
                         tl.buffer_level(buf, env.now, bufs[buf].level)
             t2 = env.now
             kind = a["kind"]
-            yield from execute[kind](env, a)
+            sub = yield from execute[kind](env, a)
             t3 = env.now
             ls = layers[a["layer"]]
+            if sub:  # a component with its own internal units (e.g. pipeline stages) reports their time
+                for name, (busy, starved, blocked) in sub.items():
+                    ls.busy_cycles[name] += busy
+                    ls.wait_data_cycles[name] += starved
+                    ls.wait_space_cycles[name] += blocked
             if kind in ("load", "codebook_load"):
                 ls.dram_read_bytes += a["bytes"]
                 ls.dram_read_by_buffer[a["buf"]] += a["bytes"]

@@ -179,7 +179,14 @@ def format_layers(details: dict) -> str:
     return "\n".join(lines)
 
 
-PAPERS: dict[str, Callable[..., list[Claim]]] = {"mvq": mvq, "ssvq": ssvq, "swis": swis}
+def pqa(**kw):
+    """PQA (arXiv 2305.18334): archsim/reproduce_pqa.py."""
+    from .reproduce_pqa import pqa as run_pqa
+
+    return run_pqa(**kw)
+
+
+PAPERS: dict[str, Callable[..., list[Claim]]] = {"mvq": mvq, "ssvq": ssvq, "swis": swis, "pqa": pqa}
 
 
 def _fmt(v) -> str:

@@ -82,6 +82,8 @@ class _MetaShapeProp(ShapeProp):
 
     def call_module(self, target, args, kwargs):
         mod = self.fetch_attr(target)
+        if hasattr(mod, "layer_spec"):  # a self-describing leaf gives its output shape
+            return torch.empty(mod.out_shape(tuple(args[0].shape)), device="meta")
         state = {k: _meta(v) for k, v in itertools.chain(mod.named_parameters(), mod.named_buffers())}
         return torch.func.functional_call(mod, state, tree_map(_meta, args), tree_map(_meta, kwargs))
 
@@ -117,6 +119,11 @@ def _conv_pad(m: nn.Conv2d, name: str) -> int:
     return _same_hw(m.padding, "padding", name)
 
 
+def _weight(m: nn.Module):
+    w = getattr(m, "weight", None)  # a PQ layer has none (its weights are folded into its LUT)
+    return w.detach() if isinstance(w, torch.Tensor) else None
+
+
 def _conv_spec(name, m: nn.Conv2d, in_shape, out_shape, fmt) -> LayerSpec:
     if len(in_shape) == 3:  # unbatched (C, H, W) input
         in_shape, out_shape = (1, *in_shape), (1, *out_shape)
@@ -137,7 +144,7 @@ def _conv_spec(name, m: nn.Conv2d, in_shape, out_shape, fmt) -> LayerSpec:
         groups=g,
         conv=ConvGeom(in_ch=c, out_ch=o, kh=kh, kw=kw, stride=stride, pad=pad,
                       in_h=h, in_w=w, out_h=p, out_w=q, groups=g),
-        weight=m.weight.detach(),
+        weight=_weight(m),
         fmt=fmt,
         in_elems=b * c * h * w,
     )
@@ -145,7 +152,7 @@ def _conv_spec(name, m: nn.Conv2d, in_shape, out_shape, fmt) -> LayerSpec:
 
 def _linear_spec(name, m: nn.Linear, in_shape, fmt) -> LayerSpec:
     return LayerSpec(name=name, op="linear", M=math.prod(in_shape[:-1]), N=m.out_features,
-                     K=m.in_features, weight=m.weight.detach(), fmt=fmt)
+                     K=m.in_features, weight=_weight(m), fmt=fmt)
 
 
 def _matmul_spec(node: fx.Node, live: set[fx.Node]) -> LayerSpec:
@@ -175,9 +182,20 @@ def _has_weights(m: nn.Module) -> bool:
             or getattr(m, "weight", None) is not None)
 
 
+class _Tracer(fx.Tracer):
+    """fx's tracer, plus: a module that describes itself as a layer
+    (`layer_spec`, e.g. a PQ layer of workloads.compression.pq, whose forward
+    pass has data-dependent control flow) is a leaf, not traced into."""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return hasattr(m, "layer_spec") or super().is_leaf_module(m, qualname)
+
+
 def _symbolic_trace(model: nn.Module) -> fx.GraphModule:
     try:
-        return fx.symbolic_trace(model)
+        tracer = _Tracer()
+        graph = tracer.trace(model)
+        return fx.GraphModule(tracer.root, graph, model.__class__.__name__)
     except Exception as e:  # fx raises TraceError, TypeError, RuntimeError... for untraceable code
         raise ArchsimError(f"torch.fx cannot trace the model: {e}", field=type(model).__name__) from e
 
@@ -236,6 +254,14 @@ def trace(model: nn.Module, example_input, formats: Optional[Mapping[str, Weight
                     layers.append(_conv_spec(layer_name, m, in_shape, _shape(node), fmt))
                 else:
                     layers.append(_linear_spec(layer_name, m, in_shape, fmt))
+                layers[-1].fmt = fmt.for_layer(layers[-1])
+            elif hasattr(m, "layer_spec"):
+                k = calls.get(name, 0)
+                calls[name] = k + 1
+                layer_name = name if k == 0 else f"{name}:{k}"
+                spec = m.layer_spec(layer_name, _shape(node.args[0]), _shape(node), formats.get(name))
+                spec.fmt = spec.fmt.for_layer(spec)
+                layers.append(spec)
             elif _has_weights(m) and not isinstance(m, _NO_MAC_MODULES):
                 raise ArchsimError(f"unsupported layer kind {type(m).__name__}: it has weights "
                                    "but no mapping to conv/dwconv/linear/matmul", field=name)

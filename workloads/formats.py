@@ -9,6 +9,7 @@ Each format answers three questions and the simulator never re-derives them:
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 from dataclasses import dataclass, fields
@@ -133,6 +134,11 @@ class WeightFormat:
     def decode_lookups(self, n_weights: int) -> int:
         """Codebook lookups to rebuild n weights (0: the PEs consume it as is)."""
         return 0
+
+    def for_layer(self, layer) -> "WeightFormat":
+        """This format as attached to one layer: a format with a per-layer
+        field (PQ's cout) takes it from the layer's shape; others are as is."""
+        return self
 
     @property
     def pe_bits(self) -> int:
@@ -366,6 +372,11 @@ class PQFormat(WeightFormat):
 
     def distance_macs_per_column(self, n_weights: int) -> int:
         return self.n_subspaces(n_weights) * self.Np * self.Ls
+
+    def for_layer(self, layer) -> "PQFormat":
+        # the LUT has one column per output channel of this layer (all groups)
+        cout = layer.groups * layer.N
+        return self if cout == self.cout else dataclasses.replace(self, cout=cout)
 
     def lut_reads_per_column(self, n_weights: int) -> int:
         """LUT rows (of cout entries) read and accumulated per input column."""

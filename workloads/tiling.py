@@ -26,7 +26,8 @@ Edges are data dependencies. Nodes are numbered in program order; each unit
 executes its nodes in that order, as the hardware's queues would.
 
 Side data (codebooks, scales, shift tables...) is loaded once per layer
-whenever the format has it: into the codebook buffer when the layer is
+whenever the format has it (unless the PE kind loads it itself into its own
+buffers: `loads_own_side_data`, e.g. pq_lut's prototypes and LUT tiles): into the codebook buffer when the layer is
 decoded (the next layer's codebook waits for this layer's last decode), else
 into the PE kind's side registers (no buffer room; the layer's computes wait
 for it). Residency: an operand that fits in its whole buffer stays resident
@@ -218,7 +219,7 @@ def layer_summary(L: LayerSpec) -> dict:
 
 def _load_side_data(b: _Builder, t: LayerTiler, arch: ArchSpec, prev_decode_end: int | None) -> None:
     L, fmt = t.layer, t.fmt
-    if L.op == "matmul":
+    if L.op == "matmul" or t.pe.loads_own_side_data(L):
         return
     side = fmt.side_bytes(L.n_weights)
     if t.needs_decode:

@@ -77,6 +77,11 @@ class PEKind:
         """Emit the layer's nodes through the LayerTiler `t`; return its last store."""
         raise NotImplementedError
 
+    def loads_own_side_data(self, layer) -> bool:
+        """True where map_layer loads the layer's side data itself (into its
+        own buffers); the tiler then does not load it generically."""
+        return False
+
     def loop_order(self, t) -> str:
         """Name of the loop order chosen for this layer (shown in the report)."""
         return ""
@@ -113,5 +118,7 @@ class PEKind:
     # -- simulation -----------------------------------------------------------
     def execute(self, env, node):
         """SimPy generator that runs one compute node. Most kinds are a
-        closed-form fold: wait its cycles."""
+        closed-form fold: wait its cycles. A kind with internal units (its own
+        SimPy processes and Stores) may return {unit: (busy, waiting for data,
+        waiting for room) cycles}, added to the layer's stats."""
         yield env.timeout(node["cycles"])

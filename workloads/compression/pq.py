@@ -93,6 +93,23 @@ class PQLayer(nn.Module):
     def n_subspaces(self) -> int:
         return self.prototypes.shape[0]
 
+    # -- as a layer for the simulator (workloads.compile treats it as a leaf) --
+    # table widths; build_pq_layer sets them (None: FP32, counted as 32 bits)
+    proto_bits: Optional[int] = None
+    lut_bits: Optional[int] = None
+
+    def pq_format(self) -> PQFormat:
+        """The PQFormat of this layer, read from its own tensors."""
+        ns, np_, ls = self.prototypes.shape
+        pb, lb = self.proto_bits or 32, self.lut_bits or 32
+        return PQFormat(Ls=ls, Np=np_, proto_bits=pb, lut_bits=lb, cout=self.lut.shape[2],
+                        scale_bits=32 if pb < 32 or lb < 32 else 0)
+
+    def layer_spec(self, name: str, in_shape, out_shape, fmt=None):
+        """The LayerSpec the compiler makes of this module; `fmt` (from
+        compress(...).formats) or else the module's own PQFormat."""
+        raise NotImplementedError
+
     def split(self, x: torch.Tensor) -> torch.Tensor:
         """Columns [N, K] -> padded sub-vectors [N, Ns, Ls]."""
         ns, _, ls = self.prototypes.shape
@@ -234,8 +251,21 @@ class PQConv2d(PQLayer):
         super().__init__(prototypes, lut, conv.bias, conv.in_channels * math.prod(conv.kernel_size), distance,
                          proto_scale=proto_scale, lut_scale=lut_scale)
         self.out_channels = conv.out_channels
+        self.in_channels = conv.in_channels
+        self.groups = 1  # grouped convs are left dense
         self.kernel_size, self.stride = conv.kernel_size, conv.stride
         self.padding, self.dilation = conv.padding, conv.dilation
+
+    def out_shape(self, in_shape) -> tuple:
+        *b, _, h, w = in_shape
+        oh, ow = (((n + 2 * p - d * (k - 1) - 1) // st + 1) for n, p, d, k, st in
+                  zip((h, w), self.padding, self.dilation, self.kernel_size, self.stride))
+        return (*b, self.out_channels, oh, ow)
+
+    def layer_spec(self, name, in_shape, out_shape, fmt=None):
+        from workloads.compile import _conv_spec
+
+        return _conv_spec(name, self, in_shape, out_shape, fmt or self.pq_format())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, _, h, w = x.shape
@@ -253,6 +283,15 @@ class PQLinear(PQLayer):
         super().__init__(prototypes, lut, lin.bias, lin.in_features, distance,
                          proto_scale=proto_scale, lut_scale=lut_scale)
         self.out_features = lin.out_features
+        self.in_features = lin.in_features
+
+    def out_shape(self, in_shape) -> tuple:
+        return (*in_shape[:-1], self.out_features)
+
+    def layer_spec(self, name, in_shape, out_shape, fmt=None):
+        from workloads.compile import _linear_spec
+
+        return _linear_spec(name, self, in_shape, fmt or self.pq_format())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
@@ -294,7 +333,9 @@ def build_pq_layer(mod: nn.Module, cols: torch.Tensor, Ls: int = 9, Np: int = 16
     lscale = _grid_scale(lut, lut_bits)
     lut = quant_sym(lut, lut_bits, lscale)
     cls = PQConv2d if isinstance(mod, nn.Conv2d) else PQLinear
-    return cls(mod, protos, lut, distance, proto_scale=pscale, lut_scale=lscale)
+    pq = cls(mod, protos, lut, distance, proto_scale=pscale, lut_scale=lscale)
+    pq.proto_bits, pq.lut_bits = proto_bits, lut_bits
+    return pq
 
 
 def _grid_scale(x: torch.Tensor, bits: Optional[int]) -> Optional[torch.Tensor]:
