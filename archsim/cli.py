@@ -62,15 +62,17 @@ MAX_FOLDS = 2_000_000
 
 
 def _fold_estimate(layer, arch) -> int:
-    """A lower bound on the PE array fold chunks of one layer. ws/is: a
-    streamed chunk's partial sums (cols x acc_bits) must fit in the output
-    buffer's tile room, so each fold has at least S / that many chunks."""
+    """A rough count of the PE array fold chunks of one layer (a kind without
+    a dataflow is estimated as weight-stationary). ws/is: a streamed chunk's
+    partial sums (cols x acc_bits) must fit in the output buffer's tile room,
+    so each fold has at least S / that many chunks."""
     pe = arch.pe_array
+    dataflow, acc_bits = getattr(pe, "dataflow", "ws"), getattr(pe, "acc_bits", 32)
     ceil = lambda a, b: -(-a // b)
-    if pe.dataflow == "os":
+    if dataflow == "os":
         return layer.groups * ceil(layer.M, pe.rows) * ceil(layer.N, pe.cols)
-    ncol, S = (layer.N, layer.M) if pe.dataflow == "ws" else (layer.M, layer.N)
-    per_chunk = max(1, arch.buffers.output.tile_limit_bytes // max(1, ceil(pe.cols * pe.acc_bits, 8)))
+    ncol, S = (layer.N, layer.M) if dataflow == "ws" else (layer.M, layer.N)
+    per_chunk = max(1, arch.buffers.output.tile_limit_bytes // max(1, ceil(pe.cols * acc_bits, 8)))
     return layer.groups * ceil(layer.K, pe.rows) * ceil(ncol, pe.cols) * ceil(S, per_chunk)
 
 

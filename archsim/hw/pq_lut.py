@@ -264,7 +264,7 @@ class PQLutArray(PEKind):
                         + (", indices kept" if keep_idx else ", re-encoded per tile" if len(tiles) > 1 else ""))
 
         last_store = None
-        proto_ld = None
+        proto_ld = last_cp = None
         for g in range(L.groups):
             if proto_ld is None or proto_per_group:
                 nb = proto_nb
