@@ -278,6 +278,12 @@ def compression_calls(draw):
 
 @hypothesis.settings(max_examples=hypothesis.settings().max_examples // 2)
 @given(compression_calls())
+@example(("swis", {"policy": 0}))  # found by fuzzing: TypeError 'int' object is not callable
+@example(("ssvq", {"d": 0}))  # found by fuzzing: ZeroDivisionError
+@example(("mvq", {"d": 10 ** 12}))  # found by fuzzing: a 144 TB allocation
+@example(("trunc", {"bits": None}))  # found by fuzzing: TypeError
+@example(("int", {"scale_bits": -1}))  # found by fuzzing: ValueError from DenseFormat
+@example(("nm", {"m": 0}))  # found by fuzzing: plain ValueError
 def test_fuzz_compression_params(call):
     from workloads.compression import CompressionError, compress
 

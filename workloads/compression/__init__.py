@@ -134,6 +134,9 @@ def _check_params(method: str, fn, params: dict) -> None:
         elif ann == "bool":
             if not isinstance(value, bool):
                 raise CompressionError(f"{where}: expected true or false, got {value!r}", field=name)
+        elif ann == "Union[str, Callable]":
+            if not (isinstance(value, str) or callable(value)):
+                raise CompressionError(f"{where}: expected a name or a callable, got {value!r}", field=name)
         elif ann == "str":
             if not isinstance(value, str):
                 raise CompressionError(f"{where}: expected text, got {value!r}", field=name)
