@@ -191,6 +191,7 @@ class SystolicArray(PEKind):
         else:
             blocks = [(0, n_s)]
         spill_psums = not psum_fits and len(blocks) == 1
+        ahead_k = 2 if 2 * t.psum_bytes(s_chunk * min(C, ncol)) <= t.capacity["output"] else 1
         t.loop_order = (f"{self.dataflow}, partial sums " +
                         ("on chip" if psum_fits else "spilled" if spill_psums else f"in {len(blocks)} output blocks"))
         blk_len = s_per_load * s_chunk
@@ -261,9 +262,10 @@ class SystolicArray(PEKind):
                                 if r == 0:
                                     alloc = (("output", pnb),)
                                 elif spill_psums:
-                                    # read back at most one tile ahead of the PEs: a read-back that ran
-                                    # further ahead could fill the buffer that the PEs' own tiles need
-                                    ahead = recent[-2] if len(recent) >= 2 else None
+                                    # read back at most one tile ahead of the PEs (none ahead when the
+                                    # output buffer holds a single tile): a read-back that ran further
+                                    # ahead could fill the room the PEs' own partial sums need
+                                    ahead = recent[-ahead_k] if len(recent) >= ahead_k else None
                                     deps.append(t.load("output", pnb, deps=(spill[s], ahead), unit="dma.output"))
                                 first = s == b0
                                 # the PEs read the im2col stream (ws) or the weight stream (is)
