@@ -8,7 +8,7 @@ setup(
     package_data={"archsim": ["data/*.csv"], "workloads": ["checkpoints/*.pt", "checkpoints/*.json"]},
     python_requires=">=3.10",
     install_requires=[
-        # CPU build; an unpinned torch pulls a multi-GB CUDA build (see DEVELOPERS.md)
+        # CPU build; an unpinned torch pulls a multi-GB CUDA build (README: install it from PyTorch's CPU index)
         "torch==2.13.0",
         "simpy>=4.1",
         "numpy>=1.24",

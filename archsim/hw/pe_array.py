@@ -1,7 +1,7 @@
 """PE arrays. What happens inside a fold is a closed-form function of the
 fold's shape and the dataflow; one SimPy event is one fold chunk.
 
-Systolic timing equals SCALE-Sim's (../shared/reference/scalesim/README.md):
+Systolic timing equals SCALE-Sim's (tests/data/scalesim/README.md):
   ws / is : fold = 2*rows + cols + T - 2   (T = streamed length)
   os      : fold = K + rows + cols - 2     (K = reduction length)
 always with the full array dimensions, whatever part of the array a fold
