@@ -18,6 +18,7 @@ setup(
         "matplotlib>=3.7",
         "pandas>=2.0",
         "faiss-cpu>=1.7",
+        "tqdm>=4.60",
     ],
     extras_require={"test": ["pytest>=7"]},
     entry_points={"console_scripts": ["archsim=archsim.cli:main"]},

@@ -43,3 +43,21 @@ def test_nothing_refers_to_files_outside_the_repository():
 def test_gitignore_covers_generated_files():
     lines = set((ROOT / ".gitignore").read_text().split())
     assert {"archsim_out/", "__pycache__/"} <= lines and any("egg-info" in l for l in lines)
+
+
+def test_constraints_pin_the_whole_dependency_closure_and_ci_uses_them():
+    import runpy
+
+    mod = runpy.run_path(str(ROOT / "scripts" / "freeze_constraints.py"))
+    deps = mod["closure"](mod["roots"]())
+    assert {"torch", "simpy", "tqdm", "pytest", "numpy"} <= set(deps)
+    pins = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            pins[mod["_norm"](name)] = version
+    for key, (name, version) in deps.items():
+        assert pins.get(key) == version, f"{name}: installed {version}, constraints.txt {pins.get(key)}"
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert '-c constraints.txt -e ".[test]"' in ci
+    assert "-c constraints.txt" in (ROOT / "README.md").read_text()
