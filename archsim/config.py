@@ -12,7 +12,14 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
 
 from .errors import ArchsimError
 
-ARCH_DIR = Path(__file__).resolve().parent.parent / "arch_configs"
+def _arch_dir() -> Path:
+    # Installed (pip install .): package data archsim/arch_configs. Checkout or
+    # editable install: arch_configs/ at the top of the repository.
+    installed = Path(__file__).resolve().parent / "arch_configs"
+    return installed if installed.is_dir() else Path(__file__).resolve().parent.parent / "arch_configs"
+
+
+ARCH_DIR = _arch_dir()
 DEFAULT_ARCH = "sa32_ws"
 
 
@@ -118,6 +125,24 @@ def _set_dotted(d: dict, dotted: str, value, source: str):
     cur[keys[-1]] = value
 
 
+def _note_override(d: dict, dotted: str, raw: str):
+    """Say in the `source` of the block an override changed (or, failing a
+    block with a source, the architecture's) that the value came from --set,
+    e.g. 'ArrayHeight 32; rows=64 from --set'."""
+    keys = dotted.split(".")
+    if keys[-1] == "source":
+        return
+    blocks = [d]
+    for k in keys[:-1]:
+        blocks.append(blocks[-1].get(k) if isinstance(blocks[-1], dict) else None)
+    for depth in range(len(blocks) - 1, -1, -1):
+        b = blocks[depth]
+        if isinstance(b, dict) and ("source" in b or depth == 0):
+            note = f"{'.'.join(keys[depth:])}={raw.strip()} from --set"
+            b["source"] = f"{b['source']}; {note}" if b.get("source") else note
+            return
+
+
 def parse_override(text: str) -> tuple[str, object]:
     if "=" not in text:
         raise ArchsimError(f"override {text!r} must look like path.to.field=value", field="--set")
@@ -132,6 +157,7 @@ def load_arch_dict(data: dict, overrides: list[str] | None = None, source: str =
     for ov in overrides or []:
         key, value = parse_override(ov)
         _set_dotted(data, key, value, source)
+        _note_override(data, key, ov.split("=", 1)[1])
     try:
         spec = ArchSpec.model_validate(data)
     except ValidationError as e:

@@ -32,6 +32,21 @@ class Report:
     energy_table: str           # path of the energy CSV used
     arch_spec: dict = field(default_factory=dict)    # the full ArchSpec, to reproduce the run
     unit_costs: list[dict] = field(default_factory=list)  # EnergyModel.unit_costs(): every pJ with its source
+    # what was simulated: the model (or topology), its weight format(s) and the --set overrides
+    workload: str = ""
+    weights: str = ""
+    overrides: list[str] = field(default_factory=list)
+    # per layer, the counters behind the rows (JSON only): cycles each unit was busy / waited for
+    # data / waited for buffer room, SRAM bytes read and written per buffer, DRAM bytes read per buffer
+    layer_counters: list[dict] = field(default_factory=list)
+
+    def describe(self) -> str:
+        """One line: what ran on what, e.g. `resnet20, weights vq:k=256,d=16, on vq32_ws (pe_array.rows=64)`."""
+        parts = [self.workload or "layers"]
+        if self.weights:
+            parts.append(f"weights {self.weights}")
+        what = ", ".join(parts) + f", on {self.arch}"
+        return what + (f" ({' '.join(self.overrides)})" if self.overrides else "")
 
     # -- tables ---------------------------------------------------------------
     def to_dataframe(self, total: bool = True):
@@ -79,7 +94,7 @@ class Report:
         rule = "-" * len(line(header))
         t = self.totals
         area_mm2 = self.area_um2.get("total", 0.0) / 1e6
-        return "\n".join([f"{self.arch} @ {self.clock_mhz:g} MHz: {t['latency_ms']:.3f} ms, "
+        return "\n".join([f"{self.describe()} @ {self.clock_mhz:g} MHz: {t['latency_ms']:.3f} ms, "
                           f"{t['energy_total_pj'] / 1e6:,.2f} uJ, {area_mm2:.3f} mm^2, "
                           f"utilisation {100 * t['utilisation']:.1f}%",
                           line(header), rule, *map(line, rows), rule, line(total)])
@@ -119,6 +134,7 @@ class Report:
         ax_e.set_title(f"{self.totals['energy_total_pj'] / 1e6:,.1f} uJ")
         ax_e.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
         ax_e.set_xticks(x, names, rotation=90, fontsize="small" if len(names) > 20 else "medium")
+        fig.suptitle(self.describe(), fontsize="medium")
         fig.savefig(path, dpi=120)
 
 
@@ -127,7 +143,17 @@ def _utilisation(macs: int, pes: int, cycles: int) -> float:
     return macs / (pes * cycles) if cycles > 0 else 0.0
 
 
-def build_report(stats: Stats, arch: ArchSpec, energy_model: EnergyModel | None = None) -> Report:
+_COUNTERS = ("busy_cycles", "wait_data_cycles", "wait_space_cycles", "sram_read_bytes", "sram_write_bytes",
+             "dram_read_by_buffer")
+
+
+def _layer_counters(ls) -> dict:
+    # sorted keys: the same run writes the same JSON, byte for byte
+    return {"name": ls.name, **{c: dict(sorted(getattr(ls, c).items())) for c in _COUNTERS}}
+
+
+def build_report(stats: Stats, arch: ArchSpec, energy_model: EnergyModel | None = None, *, workload: str = "",
+                 weights: str = "", overrides=()) -> Report:
     em = energy_model if energy_model is not None else EnergyModel(arch)
     pes = arch.pe_array.rows * arch.pe_array.cols
     cycles_per_ms = arch.clock_mhz * 1e3
@@ -151,4 +177,6 @@ def build_report(stats: Stats, arch: ArchSpec, energy_model: EnergyModel | None 
     totals["latency_ms"] = totals["total_cycles"] / cycles_per_ms
     totals = {k: totals[k] for k in rows[0]} if rows else totals  # same column order as the layers
     return Report(arch=arch.name, clock_mhz=arch.clock_mhz, layers=rows, totals=totals, area_um2=em.area_um2(),
-                  energy_table=em.table.path, arch_spec=arch.model_dump(mode="json"), unit_costs=em.unit_costs())
+                  energy_table=em.table.path, arch_spec=arch.model_dump(mode="json"), unit_costs=em.unit_costs(),
+                  workload=workload, weights=weights, overrides=list(overrides),
+                  layer_counters=[_layer_counters(ls) for ls in stats.layers])

@@ -34,7 +34,7 @@ def test_run_topology_writes_report(tmp_path, capsys, reference_dir):
 def test_run_with_vq_weights_on_the_vq_accelerator(tmp_path, capsys):
     assert main(["run", "--model", "resnet20", "--arch", "vq32_ws", "--weights", "vq:k=256,d=16",
                  "--out", str(tmp_path), "--no-plot"]) == 0
-    data = json.loads((tmp_path / "resnet20_vq32_ws" / "report.json").read_text())
+    data = json.loads((tmp_path / "resnet20_vq32_ws_vq-k=256-d=16" / "report.json").read_text())
     assert data["totals"]["codebook_lookups"] > 0
 
 
