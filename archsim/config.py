@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
 
 from .errors import ArchsimError
 
+
 def _arch_dir() -> Path:
     # Installed (pip install .): package data archsim/arch_configs. Checkout or
     # editable install: arch_configs/ at the top of the repository.
@@ -125,21 +126,21 @@ def _set_dotted(d: dict, dotted: str, value, source: str):
     cur[keys[-1]] = value
 
 
-def _note_override(d: dict, dotted: str, raw: str):
-    """Say in the `source` of the block an override changed (or, failing a
-    block with a source, the architecture's) that the value came from --set,
-    e.g. 'ArrayHeight 32; rows=64 from --set'."""
+def _note_override(spec: BaseModel, dotted: str, raw: str):
+    """Say in the `source` of the block an override changed (the nearest
+    enclosing block that has a `source` field, at worst the architecture's)
+    that the value came from --set, e.g. 'ArrayHeight 32; rows=64 from --set'."""
     keys = dotted.split(".")
     if keys[-1] == "source":
         return
-    blocks = [d]
+    blocks = [spec]
     for k in keys[:-1]:
-        blocks.append(blocks[-1].get(k) if isinstance(blocks[-1], dict) else None)
+        blocks.append(getattr(blocks[-1], k, None))
     for depth in range(len(blocks) - 1, -1, -1):
         b = blocks[depth]
-        if isinstance(b, dict) and ("source" in b or depth == 0):
+        if isinstance(b, BaseModel) and "source" in type(b).model_fields:
             note = f"{'.'.join(keys[depth:])}={raw.strip()} from --set"
-            b["source"] = f"{b['source']}; {note}" if b.get("source") else note
+            b.source = f"{b.source}; {note}" if b.source else note
             return
 
 
@@ -157,7 +158,6 @@ def load_arch_dict(data: dict, overrides: list[str] | None = None, source: str =
     for ov in overrides or []:
         key, value = parse_override(ov)
         _set_dotted(data, key, value, source)
-        _note_override(data, key, ov.split("=", 1)[1])
     try:
         spec = ArchSpec.model_validate(data)
     except ValidationError as e:
@@ -167,6 +167,9 @@ def load_arch_dict(data: dict, overrides: list[str] | None = None, source: str =
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
         raise ArchsimError(msg, file=source, field=field) from None
+    for ov in overrides or []:
+        key, _ = parse_override(ov)
+        _note_override(spec, key, ov.split("=", 1)[1])
     spec.path = source
     return spec
 
