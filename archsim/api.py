@@ -22,7 +22,8 @@ def to_layers(model_or_layers, example_input=None, formats=None, act_bits: int =
 
         if model_or_layers not in zoo.MODELS:
             raise ArchsimError(f"unknown model (known: {', '.join(sorted(zoo.MODELS))})", field="model")
-        model = zoo.build(model_or_layers)
+        with progress.spinner(f"building {model_or_layers}"):
+            model = zoo.build(model_or_layers)
         example_input = zoo.default_input(model_or_layers) if example_input is None else example_input
         model_or_layers = model
     if isinstance(model_or_layers, (list, tuple)):
@@ -33,7 +34,8 @@ def to_layers(model_or_layers, example_input=None, formats=None, act_bits: int =
 
     if example_input is None:
         raise ArchsimError("simulating an nn.Module needs example_input", field="example_input")
-    return trace(model_or_layers, example_input, formats=formats, act_bits=act_bits)
+    with progress.spinner("tracing (torch.fx)"):
+        return trace(model_or_layers, example_input, formats=formats, act_bits=act_bits)
 
 
 def format_label(fmt) -> str:
@@ -93,8 +95,7 @@ def simulate(model_or_layers, arch: Union[str, Path, ArchSpec] = DEFAULT_ARCH, *
         arch = load_arch(arch, overrides)
     elif overrides:
         arch = arch.with_overrides(overrides)
-    with progress.spinner("tracing"):
-        layers = to_layers(model_or_layers, example_input, formats, act_bits=arch.pe_array.act_bits)
+    layers = to_layers(model_or_layers, example_input, formats, act_bits=arch.pe_array.act_bits)
     with progress.over(layers, "tiling") as walked:
         graph = tile(walked, arch)
     with progress.spinner(f"simulating {graph.number_of_nodes():,} tile operations"):
