@@ -1,14 +1,26 @@
+import re
+from pathlib import Path
+
 from setuptools import find_packages, setup
+
+VERSION = re.search(r'__version__ = "([^"]+)"', (Path(__file__).parent / "archsim" / "version.py").read_text()).group(1)
 
 setup(
     name="archsim",
-    version="0.1.0",
+    version=VERSION,
     description="Discrete-event simulator for DNN accelerators running compressed models",
-    packages=find_packages(include=["archsim", "archsim.*", "workloads", "workloads.*"]),
-    package_data={"archsim": ["data/*.csv"], "workloads": ["checkpoints/*.pt", "checkpoints/*.json"]},
+    # Everything a command reads is installed with the code: the built-in
+    # architectures (kept at the top of the checkout, installed as the package
+    # data archsim/arch_configs), the energy table, the trained checkpoints and
+    # the plotting helpers.
+    packages=find_packages(include=["archsim", "archsim.*", "workloads", "workloads.*", "plots"])
+    + ["archsim.arch_configs"],
+    package_dir={"archsim.arch_configs": "arch_configs"},
+    package_data={"archsim": ["data/*.csv"], "archsim.arch_configs": ["*.yaml"],
+                  "workloads": ["checkpoints/*.pt", "checkpoints/*.json"]},
     python_requires=">=3.10",
     install_requires=[
-        # CPU build; an unpinned torch pulls a multi-GB CUDA build (see DEVELOPERS.md)
+        # CPU build; an unpinned torch pulls a multi-GB CUDA build (README: install it from PyTorch's CPU index)
         "torch==2.13.0",
         "simpy>=4.1",
         "numpy>=1.24",
@@ -19,7 +31,8 @@ setup(
         "pandas>=2.0",
         "faiss-cpu>=1.7",
         "optuna>=4.0",             # archsim explore: samplers and RDB (SQLite) storage
-        "dask[distributed]>=2024.1",  # archsim explore --executor dask
+        "distributed>=2024.1",     # archsim explore --executor dask (brings dask)
+        "tqdm>=4.60",
     ],
     extras_require={"test": ["pytest>=7"]},
     entry_points={"console_scripts": ["archsim=archsim.cli:main"]},

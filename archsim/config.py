@@ -8,12 +8,20 @@ from pathlib import Path
 from typing import Optional
 
 import yaml
-from pydantic import Field, PositiveInt, SerializeAsAny, ValidationError, field_validator
+from pydantic import BaseModel, Field, PositiveInt, SerializeAsAny, ValidationError, field_validator
 
 from .errors import ArchsimError
 from .hw.pe_kind import ComponentSpec, PESpec
 
-ARCH_DIR = Path(__file__).resolve().parent.parent / "arch_configs"
+
+def _arch_dir() -> Path:
+    # Installed (pip install .): package data archsim/arch_configs. Checkout or
+    # editable install: arch_configs/ at the top of the repository.
+    installed = Path(__file__).resolve().parent / "arch_configs"
+    return installed if installed.is_dir() else Path(__file__).resolve().parent.parent / "arch_configs"
+
+
+ARCH_DIR = _arch_dir()
 DEFAULT_ARCH = "sa32_ws"
 
 
@@ -139,6 +147,24 @@ def _set_dotted(d: dict, dotted: str, value, source: str):
     cur[keys[-1]] = value
 
 
+def _note_override(spec: BaseModel, dotted: str, raw: str):
+    """Say in the `source` of the block an override changed (the nearest
+    enclosing block that has a `source` field, at worst the architecture's)
+    that the value came from --set, e.g. 'ArrayHeight 32; rows=64 from --set'."""
+    keys = dotted.split(".")
+    if keys[-1] == "source":
+        return
+    blocks = [spec]
+    for k in keys[:-1]:
+        blocks.append(getattr(blocks[-1], k, None))
+    for depth in range(len(blocks) - 1, -1, -1):
+        b = blocks[depth]
+        if isinstance(b, BaseModel) and "source" in type(b).model_fields:
+            note = f"{'.'.join(keys[depth:])}={raw.strip()} from --set"
+            b.source = f"{b.source}; {note}" if b.source else note
+            return
+
+
 def parse_override(text: str, flag: str = "--set") -> tuple[str, object]:
     if not isinstance(text, str) or "=" not in text:
         raise ArchsimError(f"override {text!r} must look like path.to.field=value", field=flag)
@@ -227,6 +253,9 @@ def load_arch_dict(data: dict, overrides: list[str] | None = None, source: str =
                 where = f"{flag} {ov}"
                 break
         raise ArchsimError(msg, file=where, field=field) from None
+    for ov in overrides or []:
+        key, _ = parse_override(ov, flag)
+        _note_override(spec, key, ov.split("=", 1)[1])
     spec.path = source
     return spec
 

@@ -1,17 +1,29 @@
 """Design-space exploration: simulate one workload on every point of a grid
 of architecture overrides, append each result to a JSON-lines file as soon as
 it is known, and resume from that file after an interruption (a point already
-in the file is never simulated again; a torn last line is ignored)."""
+in the file is never simulated again; a torn last line is ignored).
+
+A point is "already in the file" only when everything that decides its result
+is the same: the key is a hash of the workload (every layer's name, shape,
+weight format and weight values), the fully resolved architecture (after the
+overrides), the energy table (path and content) and archsim's
+COST_MODEL_VERSION. Each row also says, in plain words, what produced it
+(`produced_by`). Rows hold no time stamps or wall times: the same sweep writes
+the same file, byte for byte."""
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import itertools
 import json
 import os
 from pathlib import Path
 from typing import Callable, Iterable
 
-from .config import load_arch
+from . import progress
+from .config import load_arch, resolve_arch_path
 from .errors import ArchsimError
+from .version import COST_MODEL_VERSION, __version__
 
 OBJECTIVES = ("latency_ms", "energy_uj", "area_mm2")
 
@@ -59,8 +71,68 @@ def expand(archs: list[str], grid: dict[str, list]) -> list[tuple[str, tuple[str
     return points
 
 
-def point_key(arch: str, overrides: tuple[str, ...]) -> str:
-    return json.dumps([arch, list(overrides)])
+def _plain(v):
+    """A JSON-able, order-stable view of a layer field (tensors by content hash)."""
+    if v is None or isinstance(v, (str, int, float, bool)):
+        return v
+    if hasattr(v, "describe"):
+        return v.describe()
+    if dataclasses.is_dataclass(v):
+        return {f.name: _plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+    if hasattr(v, "detach"):  # a torch tensor: its shape, dtype and bytes
+        t = v.detach().cpu().contiguous()
+        return {"shape": list(t.shape), "dtype": str(t.dtype),
+                "sha256": hashlib.sha256(t.float().numpy().tobytes()).hexdigest()}
+    if isinstance(v, dict):
+        return {str(k): _plain(x) for k, x in sorted(v.items())}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    return repr(v)
+
+
+def _sha256(data: str | bytes) -> str:
+    return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()
+
+
+def workload_digest(layers) -> str:
+    """Hash of everything about the layers the simulation reads."""
+    return _sha256(json.dumps([_plain(L) for L in layers], sort_keys=True))
+
+
+def _file_sha256(path) -> str | None:
+    try:
+        return _sha256(Path(path).read_bytes())
+    except OSError:
+        return None
+
+
+def resolve_point(arch_name: str, overrides: tuple[str, ...], energy_table=None) -> tuple:
+    """(ArchSpec or the ArchsimError that refused it, {what decides the point
+    besides the workload}): the resolved architecture and the energy table's
+    path and content hash."""
+    from .energy import EnergyTable
+
+    try:
+        arch = load_arch(arch_name, list(overrides))
+    except ArchsimError as e:
+        if e.field and e.field.startswith("--"):
+            raise
+        try:
+            base = str(resolve_arch_path(arch_name))
+        except ArchsimError:
+            base = arch_name
+        return e, {"arch": {"base": arch_name, "base_sha256": _file_sha256(base), "overrides": list(overrides)}}
+    try:
+        table = str(energy_table) if energy_table else EnergyTable.for_arch(arch).path
+    except ArchsimError as e:
+        return e, {"arch": arch.model_dump(mode="json")}
+    return arch, {"arch": arch.model_dump(mode="json"),
+                  "energy_table": {"path": table, "sha256": _file_sha256(table)}}
+
+
+def point_key(workload_sha256: str, resolved: dict) -> str:
+    return _sha256(json.dumps({"cost_model_version": COST_MODEL_VERSION, "workload": workload_sha256,
+                               **resolved}, sort_keys=True))[:32]
 
 
 def load_done(path: Path) -> dict[str, dict]:
@@ -84,27 +156,46 @@ def _summary(report) -> dict:
 
 
 def sweep(layers, archs: list[str], grid: dict[str, list], out: str | Path,
-          on_point: Callable[[dict], None] | None = None) -> list[dict]:
-    """Simulate `layers` (list[LayerSpec]) on every point; returns all rows
-    (old and new) in grid order. A point the architecture cannot run (e.g. a
-    buffer too small for one tile) is recorded with its error, not retried."""
-    from .api import simulate
+          on_point: Callable[[dict], None] | None = None, *, workload: str = "", weights: str = "",
+          energy_table: str | Path | None = None,
+          on_reused: Callable[[dict], None] | None = None) -> list[dict]:
+    """Simulate `layers` (list[LayerSpec]) on every point; returns the rows
+    of this sweep's points (reused and new) in grid order. A point the
+    architecture cannot run (e.g. a buffer too small for one tile) is
+    recorded with its error, not retried. `workload` and `weights` name what
+    is simulated in each row's `produced_by` (they are labels; the key hashes
+    the layers themselves). on_point(row) follows each simulated point,
+    on_reused(row) each point taken from the file."""
+    from .api import describe_weights, simulate
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     done = load_done(out)
+    digest = workload_digest(layers)
+    weights = weights or describe_weights(layers)
     rows = []
-    for arch_name, overrides in expand(archs, grid):
-        key = point_key(arch_name, overrides)
-        if key not in done:
+    points = expand(archs, grid)
+    for arch_name, overrides in progress.bar(points, desc="sweep", unit="point"):
+        arch, resolved = resolve_point(arch_name, overrides, energy_table)
+        key = point_key(digest, resolved)
+        if key in done:
+            if on_reused:
+                on_reused(done[key])
+        else:
             row = {"key": key, "arch": arch_name, "overrides": list(overrides)}
             try:
-                arch = load_arch(arch_name, list(overrides))
-                row.update(_summary(simulate(layers, arch)), error=None)
+                if isinstance(arch, ArchsimError):
+                    raise arch
+                row.update(_summary(simulate(layers, arch, energy_table=energy_table, workload=workload,
+                                             weights=weights)), error=None)
             except ArchsimError as e:
                 if e.field and e.field.startswith("--"):
                     raise
                 row["error"] = e.one_line()
+            et = resolved.get("energy_table", {})
+            row["produced_by"] = {"archsim_version": __version__, "cost_model_version": COST_MODEL_VERSION,
+                                  "workload": workload, "workload_sha256": digest, "weights": weights,
+                                  "energy_table": et.get("path"), "energy_table_sha256": et.get("sha256")}
             with out.open("a") as f:
                 f.write(json.dumps(row) + "\n")
                 f.flush()
@@ -114,6 +205,13 @@ def sweep(layers, archs: list[str], grid: dict[str, list], out: str | Path,
                 on_point(row)
         rows.append(done[key])
     return rows
+
+
+def foreign_rows(path: str | Path, rows: list[dict]) -> list[dict]:
+    """Rows of the results file that this sweep did not produce or reuse
+    (another workload, weights, architecture, energy table or cost model)."""
+    mine = {r["key"] for r in rows}
+    return [r for k, r in load_done(Path(path)).items() if k not in mine]
 
 
 def pareto_front(rows: list[dict], x: str = "latency_ms", y: str = "energy_uj") -> list[dict]:

@@ -42,6 +42,21 @@ class Report:
     static_power_mw: float = 0.0  # leakage power of the whole accelerator
     static_power_mw_by_component: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # e.g. technology scaling applied
+    # what was simulated: the model (or topology), its weight format(s) and the --set overrides
+    workload: str = ""
+    weights: str = ""
+    overrides: list[str] = field(default_factory=list)
+    # per layer, the counters behind the rows (JSON only): cycles each unit was busy / waited for
+    # data / waited for buffer room, SRAM bytes read and written per buffer, DRAM bytes read per buffer
+    layer_counters: list[dict] = field(default_factory=list)
+
+    def describe(self) -> str:
+        """One line: what ran on what, e.g. `resnet20, weights vq:k=256,d=16, on vq32_ws (pe_array.rows=64)`."""
+        parts = [self.workload or "layers"]
+        if self.weights:
+            parts.append(f"weights {self.weights}")
+        what = ", ".join(parts) + f", on {self.arch}"
+        return what + (f" ({' '.join(self.overrides)})" if self.overrides else "")
 
     # -- tables ---------------------------------------------------------------
     def to_dataframe(self, total: bool = True):
@@ -89,7 +104,7 @@ class Report:
         rule = "-" * len(line(header))
         t = self.totals
         area_mm2 = self.area_um2.get("total", 0.0) / 1e6
-        return "\n".join([f"{self.arch} @ {self.clock_mhz:g} MHz: {t['latency_ms']:.3f} ms, "
+        return "\n".join([f"{self.describe()} @ {self.clock_mhz:g} MHz: {t['latency_ms']:.3f} ms, "
                           f"{t['energy_total_pj'] / 1e6:,.2f} uJ (static {t.get('energy_static_pj', 0) / 1e6:,.2f}), "
                           f"{area_mm2:.3f} mm^2, utilisation {100 * t['utilisation']:.1f}%",
                           *(f"note: {n}" for n in self.notes),
@@ -130,6 +145,7 @@ class Report:
         ax_e.set_title(f"{self.totals['energy_total_pj'] / 1e6:,.1f} uJ")
         ax_e.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
         ax_e.set_xticks(x, names, rotation=90, fontsize="small" if len(names) > 20 else "medium")
+        fig.suptitle(self.describe(), fontsize="medium")
         fig.savefig(path, dpi=120)
 
 
@@ -138,7 +154,17 @@ def _utilisation(macs: int, pes: int, cycles: int) -> float:
     return macs / (pes * cycles) if cycles > 0 else 0.0
 
 
-def build_report(stats: Stats, arch: ArchSpec, energy_model: EnergyModel | None = None) -> Report:
+_COUNTERS = ("busy_cycles", "wait_data_cycles", "wait_space_cycles", "sram_read_bytes", "sram_write_bytes",
+             "dram_read_by_buffer")
+
+
+def _layer_counters(ls) -> dict:
+    # sorted keys: the same run writes the same JSON, byte for byte
+    return {"name": ls.name, **{c: dict(sorted(getattr(ls, c).items())) for c in _COUNTERS}}
+
+
+def build_report(stats: Stats, arch: ArchSpec, energy_model: EnergyModel | None = None, *, workload: str = "",
+                 weights: str = "", overrides=()) -> Report:
     em = energy_model if energy_model is not None else EnergyModel(arch)
     pes = em.pe.peak_macs_per_cycle
     cycles_per_ms = arch.clock_mhz * 1e3
@@ -169,4 +195,6 @@ def build_report(stats: Stats, arch: ArchSpec, energy_model: EnergyModel | None 
     return Report(arch=arch.name, clock_mhz=arch.clock_mhz, layers=rows, totals=totals, area_um2=em.area_um2(),
                   energy_table=em.table.path, arch_spec=arch.model_dump(mode="json"), unit_costs=em.unit_costs(),
                   static_power_mw=em.static_power_mw, static_power_mw_by_component=em.static_mw_by_component,
-                  notes=[em.scaling_note] if em.scaling_note else [])
+                  notes=[em.scaling_note] if em.scaling_note else [],
+                  workload=workload, weights=weights, overrides=list(overrides),
+                  layer_counters=[_layer_counters(ls) for ls in stats.layers])

@@ -1,4 +1,4 @@
-"""`archsim reproduce pqa`: PQA (arXiv 2305.18334; PAPERS.md section 2).
+"""`archsim reproduce pqa`: PQA (arXiv 2305.18334).
 
 Claim: performance per area of the PQA lookup-table pipeline (pqa.yaml) vs a
 conventional INT8 accelerator on ResNet-20, paper: +40% to +104% (up to 3.1x

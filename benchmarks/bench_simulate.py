@@ -5,7 +5,7 @@ linearly with the number of tiles).
 
 Targets on the 2-core development machine (issue 2): ResNet-18 <= 1 s,
 ResNet-50 <= 3 s, <= 300 MB. For scale, SCALE-Sim v3 needs about 230 s and
-6 GB for ResNet-18 on the same array (../shared/reference/scalesim/README.md).
+6 GB for ResNet-18 on the same array (tests/data/scalesim/README.md).
 
 Each model runs in a fresh process so that peak RSS is its own. `peak MB`
 is the whole process (importing torch alone is about 220 MB, the traced
@@ -76,7 +76,7 @@ def main():
     print(f"{'model':12s} {'arch':8s} {'nodes':>7s} {'trace s':>8s} {'tile s':>7s} {'run s':>7s} "
           f"{'simulate s':>10s} {'us/node':>8s} {'peak MB':>8s} {'sim MB':>7s}")
     runs = [(name, 1) for name in args.models.split(",")]
-    topology = ROOT.parent / "shared" / "reference" / "scalesim" / "inputs" / "resnet18_sympad.csv"
+    topology = ROOT / "tests" / "data" / "scalesim" / "inputs" / "resnet18_sympad.csv"
     if topology.exists():
         runs.append((str(topology), 1))
     if args.scaling:

@@ -1,6 +1,6 @@
 """Per-layer fidelity table, archsim vs SCALE-Sim v3, for ResNet-18 on the
 32x32 weight- and output-stationary arrays, from SCALE-Sim's own inputs in
-../shared/reference/scalesim. tests/test_fidelity.py asserts the same numbers.
+tests/data/scalesim. tests/test_fidelity.py asserts the same numbers.
 
 Usage: python benchmarks/fidelity_scalesim.py > benchmarks/fidelity_scalesim.md
 """
@@ -18,7 +18,7 @@ from archsim.engine import run  # noqa: E402
 from workloads.scalesim_import import read_topology  # noqa: E402
 from workloads.tiling import tile  # noqa: E402
 
-REF = ROOT.parent / "shared" / "reference" / "scalesim"
+REF = ROOT / "tests" / "data" / "scalesim"
 
 
 def main():

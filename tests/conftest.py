@@ -5,13 +5,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-REFERENCE = ROOT.parent / "shared" / "reference"
+# Reference data kept inside the repository (provenance: tests/data/scalesim/README.md).
+REFERENCE = ROOT / "tests" / "data"
+SCALESIM = REFERENCE / "scalesim"
 
 
 @pytest.fixture
 def reference_dir():
-    if not REFERENCE.exists():
-        pytest.skip(f"reference data not found at {REFERENCE} (clone with ../shared beside the repo)")
     return REFERENCE
 
 

@@ -3,7 +3,6 @@ per-group shared bits, lock-step folds), stripes (activation-bit-serial at a
 per-layer precision) and pragmatic (essential activation bits from a recorded
 profile), plus the INT8 array of the same area. Small hand-made layers and
 formats; one tiny real model for the calibration pass."""
-import math
 
 import numpy as np
 import pytest

@@ -34,7 +34,7 @@ def test_run_topology_writes_report(tmp_path, capsys, reference_dir):
 def test_run_with_vq_weights_on_the_vq_accelerator(tmp_path, capsys):
     assert main(["run", "--model", "resnet20", "--arch", "vq32_ws", "--weights", "vq:k=256,d=16",
                  "--out", str(tmp_path), "--no-plot"]) == 0
-    data = json.loads((tmp_path / "resnet20_vq32_ws" / "report.json").read_text())
+    data = json.loads((tmp_path / "resnet20_vq32_ws_vq-k=256-d=16" / "report.json").read_text())
     assert data["totals"]["codebook_lookups"] > 0
 
 
@@ -96,3 +96,76 @@ def test_module_entry_point_exit_code(tmp_path):
     r = subprocess.run([sys.executable, "-m", "archsim", "validate", str(tmp_path / "missing.yaml")],
                        capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "missing.yaml" in r.stderr
+
+
+TOPOLOGY = ROOT / "tests" / "data" / "scalesim" / "inputs" / "resnet18_sympad.csv"
+
+
+def test_runs_that_differ_write_different_folders(tmp_path, capsys):
+    from archsim.cli import run_dir_name
+
+    base = ["run", "--topology", str(TOPOLOGY), "--out", str(tmp_path), "--no-plot", "--quiet"]
+    assert main(base) == 0
+    assert main(base + ["--weights", "dense:bits=4"]) == 0
+    assert main(base + ["--set", "pe_array.rows=16"]) == 0
+    folders = sorted(p.name for p in tmp_path.iterdir())
+    assert folders == ["resnet18_sympad_sa32_ws", "resnet18_sympad_sa32_ws_dense-bits=4",
+                       "resnet18_sympad_sa32_ws_pe_array.rows=16"]
+    data = json.loads((tmp_path / "resnet18_sympad_sa32_ws_pe_array.rows=16" / "report.json").read_text())
+    assert data["overrides"] == ["pe_array.rows=16"] and data["workload"] == "resnet18_sympad"
+    assert "rows=16 from --set" in data["arch_spec"]["pe_array"]["source"]
+    data = json.loads((tmp_path / "resnet18_sympad_sa32_ws_dense-bits=4" / "report.json").read_text())
+    assert data["weights"] == "dense:bits=4"
+    assert "resnet18_sympad, weights dense:bits=4, on sa32_ws" in capsys.readouterr().out
+    long = run_dir_name("m", "a", "vq:k=256,d=16", [f"buffers.weight.capacity_bytes={i}" for i in range(9)])
+    assert len(long) <= 80 and long.startswith("m_a_vq-k=256-d=16_buffers")
+    assert long != run_dir_name("m", "a", "vq:k=256,d=16", [f"buffers.weight.capacity_bytes={i}" for i in range(10)])
+    assert all(c.isalnum() or c in "._=+-" for c in long)
+
+
+def test_same_run_writes_the_same_report_json(tmp_path):
+    for out in ("a", "b"):
+        assert main(["run", "--topology", str(TOPOLOGY), "--arch", "sa32_os", "--set", "pe_array.rows=16",
+                     "--out", str(tmp_path / out), "--no-plot", "--quiet"]) == 0
+    name = "resnet18_sympad_sa32_os_pe_array.rows=16"
+    a, b = (tmp_path / out / name / "report.json" for out in ("a", "b"))
+    assert a.read_bytes() == b.read_bytes()
+
+
+def test_every_argument_has_help_and_weights_help_lists_every_format():
+    import argparse
+    import dataclasses
+
+    from archsim.cli import build_parser
+    from workloads.formats import _all_formats
+
+    parser = build_parser()
+    subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(subs.choices) == {"run", "sweep", "validate", "list", "explore", "reproduce"}
+    for name, sp in subs.choices.items():
+        for action in sp._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            assert action.help and action.help != argparse.SUPPRESS, f"{name} {action.dest}: no help"
+        assert any("--quiet" in a.option_strings for a in sp._actions), name
+    text = subs.choices["run"].format_help()
+    weights = next(a for a in subs.choices["run"]._actions if a.dest == "weights").help
+    for cls in _all_formats():
+        assert f"{cls.name}: " in weights
+        for f in dataclasses.fields(cls):
+            assert f"{f.name}={f.default}" in weights
+    assert "vq:k=256,d=16" in text
+
+
+def test_list_shows_formats_and_compression_methods(capsys):
+    from workloads.compression import METHODS
+    from workloads.formats import _all_formats
+
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "weight formats" in out and "compression methods" in out
+    for cls in _all_formats():
+        assert f"\n  {cls.name}: " in out
+    for m in METHODS:
+        assert f"\n  {m}(" in out
+    assert "mvq(n=2, m=4, k=256, d=16" in out

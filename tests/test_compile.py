@@ -17,7 +17,7 @@ from workloads.compile import trace
 from workloads.formats import DenseFormat, VQFormat
 from workloads.zoo import build, default_input
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
+REFERENCE = Path(__file__).resolve().parent / "data"  # provenance: tests/data/scalesim/README.md
 SHAPES_CSV = REFERENCE / "scalesim" / "inputs" / "resnet18_shapes.csv"
 
 
@@ -43,7 +43,6 @@ def resnet18_names() -> list[str]:
     return names + ["fc"]
 
 
-@pytest.mark.skipif(not SHAPES_CSV.exists(), reason=f"reference data not found at {SHAPES_CSV}")
 def test_resnet18_matches_reference_shape_table():
     model, layers = traced("resnet18")
     with SHAPES_CSV.open() as f:

@@ -89,3 +89,14 @@ def test_double_buffering_halves_the_largest_tile():
     assert load_arch("sa32_ws").buffers.output.tile_limit_bytes == 16384
     single = load_arch("sa32_ws", ["buffers.output.double_buffered=false"])
     assert single.buffers.output.tile_limit_bytes == 32768
+
+
+def test_an_override_says_so_in_the_source_of_its_block():
+    base = load_arch("sa32_ws")
+    arch = load_arch("sa32_ws", ["pe_array.rows=64", "buffers.weight.capacity_bytes=4096", "clock_mhz=500"])
+    assert arch.pe_array.source == base.pe_array.source + "; rows=64 from --set"
+    assert arch.buffers.weight.source.endswith("; capacity_bytes=4096 from --set")
+    assert arch.source.endswith("; clock_mhz=500 from --set")
+    assert arch.buffers.input.source == base.buffers.input.source and arch.dram.source == base.dram.source
+    again = arch.with_overrides(["pe_array.cols=16"])
+    assert again.pe_array.source.endswith("rows=64 from --set; cols=16 from --set")

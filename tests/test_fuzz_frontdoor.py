@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import signal
 import tempfile
 from collections import Counter

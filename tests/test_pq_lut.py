@@ -10,7 +10,7 @@ from torch import nn
 
 from archsim.api import simulate
 from archsim.cli import main
-from archsim.config import load_arch, load_arch_dict
+from archsim.config import load_arch
 from archsim.engine import run
 from archsim.errors import ArchsimError
 from workloads.formats import PQFormat
@@ -149,7 +149,7 @@ def test_weights_pq_on_a_zoo_model_takes_cout_per_layer(tmp_path, capsys):
                "--no-plot", "--out", str(tmp_path)])
     assert rc == 0
     import json
-    rep = json.loads((tmp_path / "resnet20_pqa" / "report.json").read_text())
+    rep = json.loads((tmp_path / "resnet20_pqa_pq-Ls=9-Np=16" / "report.json").read_text())  # run folder names the weights
     fc = [r for r in rep["layers"] if r["name"] == "layer3.2.conv2"][0]
     assert fc["dram_read_bytes"] > 64 * 16 * 64 * 2  # its 128 KB LUT (Cout 64, not 1)
     # and on a dense array any zoo model runs with its PQ tables moved

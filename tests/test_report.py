@@ -114,3 +114,45 @@ def test_energy_model_defaults_to_the_arch_table():
     arch = load_arch("sa32_ws")
     stats = run(tile(layers()[:1], arch), arch)
     assert build_report(stats, arch) == build_report(stats, arch, EnergyModel(arch, EnergyTable.default()))
+
+
+def test_json_has_per_unit_cycles_and_per_buffer_bytes_of_every_layer(run_and_report, tmp_path):
+    stats, _, rep = run_and_report
+    rep.to_json(tmp_path / "r.json")
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert [c["name"] for c in data["layer_counters"]] == [l.name for l in stats.layers]
+    for c, ls in zip(data["layer_counters"], stats.layers):
+        for k in ("busy_cycles", "wait_data_cycles", "wait_space_cycles", "sram_read_bytes", "sram_write_bytes",
+                  "dram_read_by_buffer"):
+            assert c[k] == dict(getattr(ls, k)), k
+        assert c["busy_cycles"]["pe"] == ls.compute_cycles
+        assert sum(c["dram_read_by_buffer"].values()) == ls.dram_read_bytes
+        assert sum(c["sram_read_bytes"].values()) + sum(c["sram_write_bytes"].values()) == \
+            next(r for r in data["layers"] if r["name"] == ls.name)["sram_bytes"]
+
+
+def test_report_says_what_it_simulated(tmp_path):
+    from archsim.api import simulate
+
+    rep = simulate(layers(VQFormat(k=256, d=16)), "vq32_ws", overrides=["pe_array.rows=16"], workload="toy")
+    assert (rep.workload, rep.weights, rep.overrides) == ("toy", "vq:k=256,d=16", ["pe_array.rows=16"])
+    head = rep.format_table().splitlines()[0]
+    assert head.startswith("toy, weights vq:k=256,d=16, on vq32_ws (pe_array.rows=16)")
+    rep.to_json(tmp_path / "r.json")
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert (data["workload"], data["weights"], data["overrides"]) == ("toy", "vq:k=256,d=16", ["pe_array.rows=16"])
+    assert "rows=16 from --set" in data["arch_spec"]["pe_array"]["source"]
+    assert Report.from_json(tmp_path / "r.json") == rep
+    # the PNG's title says it too
+    from matplotlib.figure import Figure
+
+    titles = []
+    real = Figure.suptitle
+    Figure.suptitle = lambda self, t, **kw: titles.append(t) or real(self, t, **kw)
+    try:
+        rep.plot(tmp_path / "r.png")
+    finally:
+        Figure.suptitle = real
+    assert titles == [rep.describe()]
+    default = simulate(layers(), "sa32_ws")
+    assert default.workload == "3 layers" and default.weights == "dense:bits=8" and default.overrides == []

@@ -22,9 +22,7 @@ from workloads.scalesim_import import (
     read_topology,
 )
 
-SCALESIM = Path(__file__).resolve().parents[2] / "shared" / "reference" / "scalesim"
-needs_reference = pytest.mark.skipif(
-    not SCALESIM.exists(), reason=f"SCALE-Sim reference data not found at {SCALESIM}")
+SCALESIM = Path(__file__).resolve().parent / "data" / "scalesim"  # provenance: its README.md
 ROWS = COLS = 32  # the reference runs' array
 
 
@@ -39,7 +37,6 @@ def compute_report(run: str) -> list[int]:
         return [int(row[2]) for row in list(csv.reader(f))[1:]]
 
 
-@needs_reference
 def test_resnet18_sympad_uses_scalesim_output_rule():
     layers = read_topology(SCALESIM / "inputs" / "resnet18_sympad.csv")
     assert len(layers) == 21
@@ -52,7 +49,6 @@ def test_resnet18_sympad_uses_scalesim_output_rule():
     assert (shortcut.conv.out_h, shortcut.M) == (29, 29 * 29)  # ceil((56 - 1 + 2) / 2)
 
 
-@needs_reference
 def test_resnet18_sympad_agrees_with_real_shapes_where_scalesim_does():
     layers = read_topology(SCALESIM / "inputs" / "resnet18_sympad.csv")
     with (SCALESIM / "inputs" / "resnet18_shapes.csv").open() as f:
@@ -65,7 +61,6 @@ def test_resnet18_sympad_agrees_with_real_shapes_where_scalesim_does():
             assert layer.M == ref["P_out"] * ref["Q_out"] and layer.macs == ref["MACs"]
 
 
-@needs_reference
 @pytest.mark.parametrize("dataflow", ["ws", "os"])
 def test_imported_gemm_view_reproduces_scalesim_compute_cycles(dataflow):
     # SCALE-Sim's own per-layer compute cycles follow closed forms in M, N, K
@@ -108,7 +103,6 @@ def test_conv_topology_comments_missing_trailing_comma_and_depthwise(tmp_path):
     assert (pw.op, pw.M, pw.N, pw.K) == ("conv", 112 * 112, 64, 32)
 
 
-@needs_reference
 def test_reference_cfgs():
     ws = read_scalesim_cfg(SCALESIM / "inputs" / "sa32_ws_calc.cfg")
     assert ws == ScaleSimConfig(run_name="sa32_ws_calc", rows=32, cols=32, ifmap_sram_kb=64,

@@ -71,7 +71,7 @@ def test_layers_read_as_scalesim_ran_them():
 def test_support_off_and_one_of_one_equal_the_dense_reference():
     dense = [r["compute_cycles"] for r in load_sparse_reference(DATA / "ws32_1of1")]
     off = [r["compute_cycles"] for r in load_sparse_reference(DATA / "ws32_2of4_support_off")]
-    # the full-network dense run (resnet18_sympad, /work/shared/reference/scalesim)
+    # the full-network dense run (resnet18_sympad, tests/data/scalesim)
     assert dense == off == [128629, 116279, 7479, 329471, 48639]
 
 

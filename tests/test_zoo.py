@@ -74,3 +74,21 @@ def test_unknown_model_is_a_user_error():
     with pytest.raises(ArchsimError) as e:
         build("resnet1000")
     assert e.value.field == "model" and "resnet1000" in str(e.value)
+
+
+def test_pretrained_fmnist_cnn_loads_the_shipped_checkpoint():
+    import pytest
+    import torch
+
+    from archsim.errors import ArchsimError
+    from workloads import zoo
+    from workloads.zoo.fmnist_cnn import DEFAULT_CHECKPOINT
+
+    model = zoo.build("fmnist_cnn", pretrained=True)
+    state = torch.load(DEFAULT_CHECKPOINT, weights_only=True)
+    assert not model.training
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, state[k]), k
+    assert not torch.equal(zoo.build("fmnist_cnn").conv1.weight, model.conv1.weight)  # default: random
+    with pytest.raises(ArchsimError, match="no trained weights"):
+        zoo.build("resnet18", pretrained=True)

@@ -23,7 +23,7 @@ def _ceil_log2(k: int) -> int:
 # N:M mask encodings. A group of M consecutive weights keeps N of them; the
 # mask that says which can be stored as
 #   "bitmap":        M bits per group (1 bit per weight; what MVQ's LZC mask
-#                    decoder reads, and PAPERS.md's "1-bit mask" figure);
+#                    decoder reads, and the MVQ paper's "1-bit mask" figure);
 #   "combinatorial": ceil(log2 C(M, N)) bits per group (the information-
 #                    theoretic minimum; 2:4 -> 3 bits per 4 weights);
 #   "offsets":       N * ceil(log2 M) bits per group (an index per kept weight,

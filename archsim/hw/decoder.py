@@ -105,7 +105,7 @@ class MVQLoaderSpec(DecoderSpec):
 
 @register("decoder", "mvq_loader")
 class MVQLoader(VQDecoder):
-    """MVQ's weight loader (PAPERS.md section 1): rebuilds sparse weights from
+    """MVQ's weight loader (Li et al., ASPLOS 2025): rebuilds sparse weights from
     index + N:M mask + a codebook register file. Per sub-vector one codebook
     lookup; per group of M weights its mask goes through a leading-zero-count
     mask decoder (`mask_decoders` groups per cycle) that yields the positions

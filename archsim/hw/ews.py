@@ -1,5 +1,5 @@
 """`kind: ews`: the enhanced weight-stationary array MVQ builds on (Li et al.,
-ASPLOS 2025, ../PAPERS.md section 1: "each PE keeps small register files for
+ASPLOS 2025: "each PE keeps small register files for
 weights, activations and partial sums").
 
 What the register files change, as modelled here (the paper's text we could

@@ -1,5 +1,5 @@
 """`kind: mvq_sparse`: MVQ's sparsity-aware array (Li et al., ASPLOS 2025,
-PAPERS.md section 1): the EWS array (archsim/hw/ews.py) keeping only N of
+arXiv 2412.10261): the EWS array (archsim/hw/ews.py) keeping only N of
 every M PE rows along the reduction, with an M:1 activation-select mux in
 front of each PE (archsim/hw/nm_systolic.py). Its weights come from the MVQ
 weight loader (decoder kind `mvq_loader`)."""

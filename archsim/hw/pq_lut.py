@@ -1,5 +1,5 @@
 """`kind: pq_lut`: the PQA lookup-table accelerator (AbouElhamayed et al.,
-arXiv 2305.18334 / ACM TRETS 2024; ../shared/reference/PAPERS.md section 2).
+arXiv 2305.18334 / ACM TRETS 2024).
 
 A PQ layer (workloads.formats.PQFormat) has no weights: each input column of
 K = C*kh*kw activations is cut into Ns = ceil(K/Ls) sub-vectors, each is

@@ -1,6 +1,6 @@
 """`kind: pragmatic`: Bit-Pragmatic (Albericio et al., MICRO 2017), the
 bit-serial baseline that processes only the essential (non-zero) bits of the
-activations (PAPERS.md section 4). Weights are bit-parallel and stationary;
+activations. Weights are bit-parallel and stationary;
 each activation is sent as its list of oneffsets (positions of its one bits),
 one per cycle; each PE shifts its weight by the oneffset and adds.
 

@@ -1,5 +1,5 @@
 """`kind: stripes`: Stripes (Judd et al., MICRO 2016), the activation-bit-serial
-baseline SWIS compares with (PAPERS.md section 4): weights bit-parallel and
+baseline SWIS compares with: weights bit-parallel and
 stationary, activations fed one bit per cycle, so a streamed step of the ws
 array takes p cycles, p = the layer's activation precision.
 

@@ -1,5 +1,5 @@
 """`kind: swis_bitserial`: the SWIS accelerator (Li, Romaszkan, Graening,
-Gupta, arXiv 2103.01308; ../shared/reference/PAPERS.md section 4): a
+Gupta, arXiv 2103.01308): a
 multiplier-free, weight-bit-serial, weight-stationary systolic array.
 
 Datapath, per cycle: each PE gates its activation with the current shared bit

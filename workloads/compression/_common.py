@@ -27,6 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from archsim import progress
 from archsim.errors import ArchsimError
 
 
@@ -261,7 +262,8 @@ def compress_weights(model: nn.Module, method: str, params: dict,
     new = copy.deepcopy(model)
     formats, sq_err, n_w, extras = {}, {}, {}, {}
     with torch.no_grad():
-        for i, (name, mod) in enumerate(target_layers(new, skip_layers)):
+        targets = target_layers(new, skip_layers)
+        for i, (name, mod) in enumerate(progress.bar(targets, desc=f"compressing ({method})", unit="layer")):
             w = mod.weight.detach().float().clone()  # copy_ below must not change it
             w_hat, fmt, extra = layer_fn(w, seed + i)
             assert w_hat.shape == w.shape, (name, w_hat.shape, w.shape)
@@ -308,7 +310,8 @@ def finetune(model: nn.Module, build_weights: Callable[[], dict], params: list,
     model.eval()
     opt = torch.optim.Adam(params, lr=lr)
     losses = []
-    for step, (x, y) in enumerate(calib_batches(calib, steps)):
+    for step, (x, y) in enumerate(progress.bar(calib_batches(calib, steps), total=steps, desc="fine-tuning",
+                                               unit="step")):
         opt.zero_grad(set_to_none=True)
         out = functional_call(model, build_weights(), (x,), strict=False)
         loss = F.cross_entropy(out, y)

@@ -173,7 +173,7 @@ def compress_mvq(model, calib=None, seed=0, n: int = 2, m: int = 4, k: int = 256
                  codebook_bits: int = 8, niter: int = 25, init: str = "kmeans++",
                  mask_encoding: str = "bitmap", scale_bits: int = 32,
                  finetune_steps: int = 0, lr: float = 1e-4, skip_layers=()) -> CompressionResult:
-    """MVQ of every Conv/Linear. Defaults d=16, k=256, 2:4 (PAPERS.md: the
+    """MVQ of every Conv/Linear. Defaults d=16, k=256, 2:4 (the papers' summary: the
     paper's values were not readable; about 1.5 bits per weight plus the
     codebook). finetune_steps > 0 needs `calib` ((inputs, labels) batches)."""
     nm_mask_bits_per_group(n, m, mask_encoding)

@@ -59,6 +59,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from archsim import progress
+
 from ..formats import PQFormat
 from ._common import (CompressionError, CompressionResult, kmeans_faiss, quant_sym, sym_scale, summarize,
                       target_layers)
@@ -630,7 +632,7 @@ def compress_pq(model, calib=None, seed=0, Ls: int = 9, Np: int = 16, proto_bits
     skipped = [n for n, m in targets if not _supported(m)]
     cols = None if sequential else collect_columns(new, layers, batches, max_columns, seed)
     formats, out_err, n_w, pqs, temps = {}, {}, {}, {}, {}
-    for i, (name, mod) in enumerate(layers.items()):
+    for i, (name, mod) in enumerate(progress.bar(list(layers.items()), desc="compressing (pq)", unit="layer")):
         if sequential:  # this layer's input in the model with the layers before it PQ'd
             c = collect_columns(new, {name: mod}, batches, max_columns, seed + i, stop_early=True)[name]
         else:

@@ -180,7 +180,7 @@ def compress_ssvq(model, calib=None, seed=0, k: int = 256, d: int = 16, codebook
                   flip_rate_start: float = 0.1, flip_rate_end: float = 0.01, scale_bits: int = 32,
                   skip_layers=()) -> CompressionResult:
     """SSVQ of every Conv/Linear. Default d=16, k=256 (about 1.5 bits per
-    weight + codebook, PAPERS.md's 21x point; the paper's d was not readable).
+    weight + codebook, the paper's 21x point; the paper's d was not readable).
     Without calib (or steps=0) the signs are the weights' signs and nothing is
     trained. Freezing only acts once `freeze_interval` steps have run: for
     short runs set it smaller than `steps`."""
