@@ -190,9 +190,12 @@ class _DryRun(LayerTiler):
         super().__init__(None, t.arch, t.pe, t.layer, t.li, None, t.decoder_cls)
         self.pe_cycles = 0
         self.dram_bytes = 0
+        self.loads: dict[str, int] = {}  # DMA queue -> transfers (each waits out the DRAM latency)
 
     def load(self, buf, nbytes, deps=(), act_dep=False, unit=None):
         self.dram_bytes += nbytes
+        unit = unit or f"dma.{buf}"
+        self.loads[unit] = self.loads.get(unit, 0) + 1
         return 0
 
     def decode(self, deps, n_weights, read_bytes):

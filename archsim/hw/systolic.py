@@ -144,12 +144,16 @@ class SystolicArray(PEKind):
 
     def estimate_cycles(self, t, weights_stationary: bool, mode: str) -> float:
         """Roofline estimate of a layer's cycles under one psum_overflow mode:
-        the larger of its PE cycles and its DRAM bytes over the bandwidth.
-        It is worked out from a dry run of the same nest (nodes counted, not
-        simulated), so it sees exactly the traffic and folds the mode makes."""
+        the largest of its PE cycles, its DRAM bytes over the bandwidth, and
+        the transfers of its busiest DMA queue times the DRAM latency (a queue
+        waits out each access). It is worked out from a dry run of the same
+        nest (nodes counted, not simulated), so it sees exactly the traffic
+        and folds the mode makes."""
         dry = t.dry_run()
         self._map_stationary(dry, weights_stationary, mode)
-        return max(dry.pe_cycles, dry.dram_bytes / self.arch.dram.bandwidth_bytes_per_cycle)
+        dram = self.arch.dram
+        return max(dry.pe_cycles, dry.dram_bytes / dram.bandwidth_bytes_per_cycle,
+                   max(dry.loads.values(), default=0) * dram.latency_cycles)
 
     def _map_stationary(self, t, weights_stationary: bool, psum_overflow: str):
         """ws (weights_stationary) and is. Returns the layer's last store node."""
