@@ -82,3 +82,27 @@ def load_fmnist_model(name: str, path: Optional[Union[str, Path]] = None) -> nn.
 def recorded_accuracy(name: str) -> dict:
     """The metadata JSON written next to the checkpoint by the training script."""
     return json.loads(checkpoint_paths(name)[1].read_text())
+
+
+SUBSET_SIZE = 2000  # the fixed subset of the test set (its first images) tests score on
+
+
+def subset_top1(name: str, model: Optional[nn.Module] = None, size: int = SUBSET_SIZE) -> float:
+    """Top-1 of model `name` (default: its shipped checkpoint) on the first
+    `size` test images (uncached evaluation)."""
+    from ..evaluate import EvalSet, evaluate
+
+    model = model if model is not None else load_fmnist_model(name)
+    ds = EvalSet.fashion_mnist("test", size=size, input_size=FMNIST_MODELS[name][1])
+    return evaluate(model, ds, cache_dir=False)["top1"]
+
+
+def record_subset_accuracy(name: str) -> dict:
+    """Write the checkpoint's accuracy on the fixed test subset into its
+    metadata JSON ("subset_test_accuracy", "subset_size"); returns the metadata."""
+    meta_path = checkpoint_paths(name)[1]
+    meta = json.loads(meta_path.read_text())
+    meta["subset_size"] = SUBSET_SIZE
+    meta["subset_test_accuracy"] = round(subset_top1(name), 4)
+    meta_path.write_text(json.dumps(meta, indent=2) + "\n")
+    return meta
