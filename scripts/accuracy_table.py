@@ -78,6 +78,14 @@ CANDIDATES = {
 PQ_SETTINGS = dict(Ls=9, Np=16, max_batches=32)  # PQA's ResNet-20 setting; 8-bit prototypes, 16-bit LUT
 
 
+def ablations(first_layer: str) -> list:
+    """Experiments behind the verdicts, same budget (point "ablation"):
+    2:4 pruning alone with FP32 values (the ceiling of any 2:4 method, MVQ's
+    mask included), and PQ with the first layer left dense."""
+    return [("nm", dict(n=2, m=4, value_bits=32, mask_encoding="combinatorial")),
+            ("pq", dict(PQ_SETTINGS, skip_layers=(first_layer,)))]
+
+
 def calib_batches(x, y, batch, steps, seed, model_name):
     """The fine-tuning data: `steps` batches of one seeded shuffle of the
     training set (wrapping into a second shuffle if needed)."""
@@ -110,6 +118,7 @@ def main():
     ap.add_argument("--fresh", action="store_true")
     ap.add_argument("--dry-run", action="store_true", help="only print every candidate's bits/weight on this model")
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--no-ablations", action="store_true", help="skip the 2:4-pruning-alone and PQ-first-layer rows")
     ap.add_argument("--out", default=None, help="default benchmarks/accuracy_<model>")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -150,13 +159,18 @@ def main():
     jobs = [(p, m) for p in points for m in CANDIDATES if m in methods and p in CANDIDATES[m]]
     if "pq" in methods:
         jobs.append(("PQ", "pq"))
+    first = next(n for n, m in base.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)))
+    extra = dict(ablations(first))
+    if not args.no_ablations:
+        jobs += [("ablation", m) for m in extra if m in methods or (m == "nm" and "mvq" in methods)]
     for point, method in jobs:
         if (point, method) in done:
             continue
         t0 = time.perf_counter()
-        if method == "pq":
-            params, note = dict(PQ_SETTINGS), ""
-            res = compress(base, "pq", calib=batches, seed=args.seed, **params)
+        if point == "ablation" or method == "pq":
+            params = dict(extra[method]) if point == "ablation" else dict(PQ_SETTINGS)
+            note = "ablation" if point == "ablation" else ""
+            res = compress(base, method, calib=batches, seed=args.seed, **params)
         else:
             target = POINTS[point]
             best = None

@@ -39,6 +39,7 @@ CASES = [
     ("swis", dict(group_size=8, shared_bits=1)),
     ("trunc", dict(bits=2)),
     ("int", dict(bits=2)),
+    ("nm", dict(n=2, m=4)),
     ("pq", dict(Ls=4, Np=4, max_batches=4)),
 ]
 

@@ -30,6 +30,7 @@ What each method trains (its "adapter"):
         interval `freeze_interval`, default steps // 5)
   swis  latent weights projected onto their groups' fixed shift sets (STE)
   trunc, int  latent weights on the per-channel INT/truncation grid (STE)
+  nm    latent weights times the fixed N:M mask, INT values (STE)
   pq    soft-to-hard: for the first `pq_soft_frac` of the steps prototypes and
         LUTs train through the soft assignment (PECAN-style, pq.finetune_tables'
         estimator), then the prototypes (and so the hard assignment) are
@@ -294,6 +295,20 @@ class _UniformAdapter(_LatentAdapter):
         return latent + (w_hat - latent).detach()
 
 
+class _NMAdapter(_LatentAdapter):
+    """N:M: latent weights times the fixed mask, INT values (STE)."""
+
+    def project(self, latent, st):
+        from .uniform import quantize_int_tensor
+        rows = pad_cols(to_rows(latent), st["m"]) * st["mask"].to(latent.dtype)
+        w = from_rows(rows[:, :st["run_len"]], st["shape"])
+        if st["value_bits"] >= 32:
+            return w
+        with torch.no_grad():
+            w_hat, _, _ = quantize_int_tensor(w.detach(), st["value_bits"])
+        return w + (w_hat - w).detach()
+
+
 class _PQAdapter(Adapter):
     """Prototypes + LUTs + biases of every PQ layer (buffers substituted by
     functional_call), fake-quantized on their build-time grids."""
@@ -383,7 +398,7 @@ def _pq_columns(pq, x):
 
 
 ADAPTERS = {"vq": _CodebookAdapter, "mvq": _MVQAdapter, "ssvq": _SSVQAdapter, "swis": _SWISAdapter,
-            "trunc": _UniformAdapter, "int": _UniformAdapter, "pq": _PQAdapter}
+            "trunc": _UniformAdapter, "int": _UniformAdapter, "nm": _NMAdapter, "pq": _PQAdapter}
 
 
 # ----------------------------------------------------------------------------
@@ -421,6 +436,9 @@ def check_storage(result: CompressionResult) -> None:
             if bits < 32:
                 levels = torch.unique(c).numel()
                 assert levels <= 2 ** bits, f"{name}: codebook has {levels} levels > 2^{bits}"
+        elif method == "nm":
+            w = pad_cols(to_rows(mods[name].weight.detach().float()), st["m"])
+            assert not ((w != 0) & ~st["mask"]).any(), f"{name}: weights outside the N:M mask"
         elif method in ("int", "trunc"):
             w = mods[name].weight.detach().float().reshape(fmt.n_scales, -1)
             for row in w[: min(8, w.shape[0])]:
