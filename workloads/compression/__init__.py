@@ -23,6 +23,9 @@ Methods (`METHODS`; parameters and defaults are on each function):
   pq     pq.compress_pq          PQA product quantization of activations
   swis   swis.compress_swis      shared weight bit sparsity (G=8, N=3 of 8)
 
+Fine-tuning (all methods, one loop): finetune.finetune_result(result,
+teacher, calib, steps); result.state holds what it trains.
+
 info also holds n_weights, storage_bits, compression_vs_fp32 / _int8 and a
 per-layer breakdown ("layers"). Storage counts everything the formats store
 (indices, codebooks, masks, signs, shift tables, prototypes, LUTs, scales)
@@ -42,6 +45,7 @@ from .ssvq import compress_ssvq
 from .swis import compress_swis
 from .uniform import compress_int, compress_trunc
 from .vq import compress_vq
+from .finetune import check_storage, finetune_result
 
 METHODS = {
     "int": compress_int,
@@ -142,4 +146,4 @@ def _check_params(method: str, fn, params: dict) -> None:
                 raise CompressionError(f"{where}: expected text, got {value!r}", field=name)
 
 
-__all__ = ["compress", "METHODS", "CompressionResult", "CompressionError"]
+__all__ = ["compress", "METHODS", "CompressionResult", "CompressionError", "finetune_result", "check_storage"]

@@ -49,6 +49,9 @@ class CompressionResult:
     model: nn.Module
     formats: dict  # qualified module name -> WeightFormat
     info: dict = field(default_factory=dict)
+    # per-layer state a method's reconstruction needs (codebooks, indices,
+    # masks, signs, shift sets, ...): what workloads.compression.finetune trains
+    state: dict = field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------

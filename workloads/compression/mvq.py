@@ -200,7 +200,7 @@ def compress_mvq(model, calib=None, seed=0, n: int = 2, m: int = 4, k: int = 256
                 err[name] = float(((w_hat - orig[name].weight.float()) ** 2).sum())
     info = summarize("mvq", params, fmts, err, n_w, t0)
     info.update(info_extra)
-    return CompressionResult(new, fmts, info)
+    return CompressionResult(new, fmts, info, states)
 
 
 def _finetune_codebooks(model, states, calib, steps, lr, codebook_bits, seed):

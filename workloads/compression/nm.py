@@ -82,7 +82,8 @@ def compress_nm(model, calib=None, seed=0, n: int = 2, m: int = 4, value_bits: i
             n_scales = 0
         fmt = NMFormat(n=n, m=m, value_bits=value_bits, mask_encoding=mask_encoding,
                        n_scales=n_scales, scale_bits=scale_bits, run_len=run_len_of(w.shape))
-        return pruned, fmt, {"mask": mask}
+        return pruned, fmt, {"mask": mask, "m": m, "value_bits": value_bits, "run_len": run_len_of(w.shape),
+                             "shape": tuple(w.shape)}
 
-    new, fmts, err, n_w, _, t0 = compress_weights(model, "nm", params, layer, seed, skip_layers)
-    return CompressionResult(new, fmts, summarize("nm", params, fmts, err, n_w, t0))
+    new, fmts, err, n_w, states, t0 = compress_weights(model, "nm", params, layer, seed, skip_layers)
+    return CompressionResult(new, fmts, summarize("nm", params, fmts, err, n_w, t0), states)

@@ -215,4 +215,4 @@ def compress_ssvq(model, calib=None, seed=0, k: int = 256, d: int = 16, codebook
                     err[name] = float(((w_hat - orig[name].weight.float()) ** 2).sum())
     info = summarize("ssvq", params, fmts, err, n_w, t0)
     info.update(extra)
-    return CompressionResult(new, fmts, info)
+    return CompressionResult(new, fmts, info, states)

@@ -237,4 +237,4 @@ def compress_swis(model, calib=None, seed=0, group_size: int = 8, shared_bits: f
                 err[name] = float(((w_hat - orig[name].weight.float()) ** 2).sum())
     info = summarize("swis", params, fmts, err, n_w, t0)
     info.update(extra)
-    return CompressionResult(new, fmts, info)
+    return CompressionResult(new, fmts, info, states)

@@ -48,10 +48,10 @@ def compress_int(model, calib=None, seed=0, bits: int = 8, scale_bits: int = 32,
 
     def layer(w, _seed):
         w_hat, _, _ = quantize_int_tensor(w, bits)
-        return w_hat, DenseFormat(bits=bits, n_scales=w.shape[0], scale_bits=scale_bits), None
+        return w_hat, DenseFormat(bits=bits, n_scales=w.shape[0], scale_bits=scale_bits), {"bits": bits}
 
-    new, fmts, err, n_w, _, t0 = compress_weights(model, "int", params, layer, seed, skip_layers)
-    return CompressionResult(new, fmts, summarize("int", params, fmts, err, n_w, t0))
+    new, fmts, err, n_w, states, t0 = compress_weights(model, "int", params, layer, seed, skip_layers)
+    return CompressionResult(new, fmts, summarize("int", params, fmts, err, n_w, t0), states)
 
 
 def compress_trunc(model, calib=None, seed=0, bits: int = 4, source_bits: int = 8,
@@ -63,7 +63,7 @@ def compress_trunc(model, calib=None, seed=0, bits: int = 4, source_bits: int = 
     def layer(w, _seed):
         w_hat, _, _ = truncate_tensor(w, bits, source_bits)
         fmt = TruncFormat(bits=bits, n_scales=w.shape[0], scale_bits=scale_bits, source_bits=source_bits)
-        return w_hat, fmt, None
+        return w_hat, fmt, {"bits": bits, "source_bits": source_bits}
 
-    new, fmts, err, n_w, _, t0 = compress_weights(model, "trunc", params, layer, seed, skip_layers)
-    return CompressionResult(new, fmts, summarize("trunc", params, fmts, err, n_w, t0))
+    new, fmts, err, n_w, states, t0 = compress_weights(model, "trunc", params, layer, seed, skip_layers)
+    return CompressionResult(new, fmts, summarize("trunc", params, fmts, err, n_w, t0), states)

@@ -39,7 +39,14 @@ def vq_tensor(w: torch.Tensor, k: int = 256, d: int = 4, codebook_bits: int = 8,
     fmt = VQFormat(k=codebook.shape[0], d=d, codebook_bits=codebook_bits,
                    scale_bits=scale_bits if codebook_bits < 32 else 0,
                    run_len=run_len_of(w.shape))
-    return w_hat, fmt, {"codebook": codebook, "indices": idx}
+    return w_hat, fmt, {"codebook": codebook, "indices": idx, "rows_shape": tuple(rows_p.shape),
+                        "run_len": length, "shape": tuple(w.shape), "d": d}
+
+
+def vq_reconstruct(codebook: torch.Tensor, state: dict) -> torch.Tensor:
+    """W_hat = C[idx] in the weight's shape (differentiable in C)."""
+    rows = codebook[state["indices"]].reshape(state["rows_shape"])
+    return from_rows(rows[:, :state["run_len"]], state["shape"])
 
 
 def compress_vq(model, calib=None, seed=0, k: int = 256, d: int = 4, codebook_bits: int = 8,
@@ -53,5 +60,5 @@ def compress_vq(model, calib=None, seed=0, k: int = 256, d: int = 4, codebook_bi
     def layer(w, layer_seed):
         return vq_tensor(w, k, d, codebook_bits, niter, layer_seed, max_points_per_centroid, scale_bits)
 
-    new, fmts, err, n_w, _, t0 = compress_weights(model, "vq", params, layer, seed, skip_layers)
-    return CompressionResult(new, fmts, summarize("vq", params, fmts, err, n_w, t0))
+    new, fmts, err, n_w, states, t0 = compress_weights(model, "vq", params, layer, seed, skip_layers)
+    return CompressionResult(new, fmts, summarize("vq", params, fmts, err, n_w, t0), states)
