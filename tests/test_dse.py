@@ -24,14 +24,7 @@ def test_grid_expansion():
 
 def test_interrupted_sweep_resumes_without_redoing_points(tmp_path, monkeypatch):
     out = tmp_path / "sweep.jsonl"
-    calls = []
-    real = archsim.api.simulate
-
-    def counting(*a, **kw):
-        calls.append(1)
-        return real(*a, **kw)
-
-    monkeypatch.setattr(archsim.api, "simulate", counting)
+    calls = _counting_simulate(monkeypatch)
 
     def stop_after_two(row):
         if len(calls) == 2:
