@@ -4,6 +4,7 @@ file and the dotted field (e.g. `buffers.weight.capacity_bytes`)."""
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 from typing import Optional
 
@@ -218,6 +219,20 @@ def _did_you_mean(loc: tuple, model=None) -> str:
     return f" (did you mean {near[0]!r}?)" if near else ""
 
 
+# No size, rate or clock comes near this; a larger number (YAML reads 1e400 as
+# an int) would overflow the float arithmetic of tiling and energy.
+MAX_NUMBER = 1e15
+
+
+def _numbers(d, prefix=""):
+    """(dotted field, value) of every int or float in a nested mapping."""
+    if isinstance(d, dict):
+        for k, v in d.items():
+            yield from _numbers(v, f"{prefix}{k}.")
+    elif isinstance(d, (int, float)) and not isinstance(d, bool):
+        yield prefix[:-1], d
+
+
 def load_arch_dict(data: dict, overrides: list[str] | None = None, source: str = "<dict>",
                    flag: str = "--set") -> ArchSpec:
     """Validate `data` after applying `overrides` ('path.to.field=value').
@@ -230,6 +245,12 @@ def load_arch_dict(data: dict, overrides: list[str] | None = None, source: str =
         key, value = parse_override(ov, flag)
         _set_dotted(data, key, value, f"{flag} {ov}")
         applied.append((key, ov))
+    for field, value in _numbers(data):
+        # (NaN and infinity get the schema's own message)
+        if (isinstance(value, int) or math.isfinite(value)) and abs(value) > MAX_NUMBER:
+            where = next((f"{flag} {ov}" for key, ov in reversed(applied) if key == field), source)
+            shown = f"a {len(str(abs(value)))}-digit number" if isinstance(value, int) else f"{value:.3g}"
+            raise ArchsimError(f"{shown} is too large (at most {MAX_NUMBER:.0e})", file=where, field=field)
     prefix, fields_of = (), None
     try:
         spec = ArchSpec.model_validate(data)

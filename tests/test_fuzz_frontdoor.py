@@ -387,3 +387,23 @@ def test_nan_and_infinity_in_arch(capsys):
     for v in (".nan", ".inf", "-.inf"):
         err = _one_line_error(capsys, ["validate", "sa32_ws", "--set", f"clock_mhz={v}"])
         assert "clock_mhz" in err and "finite" in err
+
+
+def test_found_a_huge_integer_in_a_yaml_is_a_user_error(tmp_path, capsys):
+    """Found by the slow profile: word_bits: 10**400 reached the energy model
+    and the tiler as an int too large for float arithmetic (OverflowError)."""
+    import yaml as _yaml
+
+    from archsim.config import ARCH_DIR
+
+    d = _yaml.safe_load((ARCH_DIR / "sa32_ws.yaml").read_text())
+    d["buffers"]["input"]["word_bits"] = 10 ** 400
+    path = tmp_path / "huge.yaml"
+    path.write_text(_yaml.safe_dump(d))
+    from archsim.cli import main as cli_main
+
+    assert cli_main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "buffers.input.word_bits" in err and str(path) in err
+    assert cli_main(["validate", "sa32_ws", "--set", "pe_array.rows=1e400"]) == 2
+    assert "--set pe_array.rows=1e400" in capsys.readouterr().err
