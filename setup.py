@@ -34,6 +34,6 @@ setup(
         "distributed>=2024.1",     # archsim explore --executor dask (brings dask)
         "tqdm>=4.60",
     ],
-    extras_require={"test": ["pytest>=7"]},
+    extras_require={"test": ["pytest>=7", "hypothesis>=6.100"]},
     entry_points={"console_scripts": ["archsim=archsim.cli:main"]},
 )

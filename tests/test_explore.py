@@ -128,7 +128,7 @@ def test_kill_9_mid_study_resumes_with_no_point_lost_or_done_twice(tmp_path):
 
 
 def test_dask_local_cluster_gives_the_serial_results(tmp_path):
-    distributed = pytest.importorskip("distributed")
+    import distributed
     from archsim.explore import DaskExecutor
 
     study = load_study(write_study(tmp_path, space={"pe_array.rows": {"choices": [8, 32]}}))

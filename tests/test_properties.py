@@ -17,7 +17,7 @@ import math
 
 import pytest
 
-hypothesis = pytest.importorskip("hypothesis")
+import hypothesis  # noqa: E402  (the test extra installs it)
 from hypothesis import assume, given, strategies as st
 from hypothesis.control import _current_build_context  # noqa: E402  # noqa: E402
 
