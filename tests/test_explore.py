@@ -180,3 +180,9 @@ def test_compare_two_designs_draws_their_per_layer_breakdown(tmp_path, capsys):
     assert design_report(study, out, 3).totals["latency_ms"] == df.loc[3, "latency_ms"]
     assert main(["explore", str(path), "--out", str(out), "--compare", "0,99"]) == 2
     assert "--compare" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "arch_configs" / "studies").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_study_validates(path):
+    study = load_study(path)
+    assert study.trials > 0 and study.objectives
