@@ -244,13 +244,20 @@ def cmd_explore(args) -> int:
     print(f"study {study.name}: {min(study.trials, n) if n else study.trials} points, "
           f"objectives {', '.join(study.objectives)} -> {args.out}")
 
-    def progress(number, params, metrics, err):
+    from archsim import progress as bars
+
+    total = min(study.trials, n) if n else study.trials
+    pbar = bars.bar(total=total, desc="study", unit="point", leave=True)
+
+    def on_point(number, params, metrics, err):
         what = err or "  ".join(f"{k} {v:.4g}" for k, v in metrics.items() if v is not None)
-        print(f"  #{number} {' '.join(f'{k}={v}' for k, v in params.items())}: {what}", flush=True)
+        bars.write(f"  #{number} {' '.join(f'{k}={v}' for k, v in params.items())}: {what}")
+        pbar.update(1)
 
     try:
-        ostudy = explore(study, args.out, executor, on_point=progress)
+        ostudy = explore(study, args.out, executor, on_point=on_point)
     finally:
+        pbar.close()
         executor.close()
     df = results_dataframe(ostudy)
     front = pareto_rows(df, study.objectives)
