@@ -121,6 +121,7 @@ def main():
     ap.add_argument("--fresh", action="store_true")
     ap.add_argument("--dry-run", action="store_true", help="only print every candidate's bits/weight on this model")
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--md-only", action="store_true", help="only rewrite the .md from the CSV (and the notes file)")
     ap.add_argument("--no-ablations", action="store_true", help="skip the 2:4-pruning-alone and PQ-first-layer rows")
     ap.add_argument("--out", default=None, help="default benchmarks/accuracy_<model>")
     args = ap.parse_args()
@@ -160,6 +161,10 @@ def main():
             w.writerows(rows)
         write_md(out, name, base, fp32, test, args, rows)
 
+    if args.md_only:
+        if rows:
+            save()
+        return
     jobs = [(p, m) for p in points for m in CANDIDATES if m in methods and p in CANDIDATES[m]]
     if "pq" in methods:
         jobs.append(("PQ", "pq"))
@@ -227,6 +232,9 @@ def write_md(out, name, base, fp32, test, args, rows):
         "| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0]),
     ]
     lines += ["| " + " | ".join(str(v) for v in r.values()) + " |" for r in rows]
+    notes = out.parent / f"{out.name}.notes.md"  # hand-written verdicts, kept across regenerations
+    if notes.exists():
+        lines += ["", notes.read_text().rstrip()]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 
