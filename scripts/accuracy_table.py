@@ -79,11 +79,14 @@ PQ_SETTINGS = dict(Ls=9, Np=16, max_batches=32)  # PQA's ResNet-20 setting; 8-bi
 
 
 def ablations(first_layer: str) -> list:
-    """Experiments behind the verdicts, same budget (point "ablation"):
+    """Experiments behind the verdicts, same budget, as (label, method, params):
     2:4 pruning alone with FP32 values (the ceiling of any 2:4 method, MVQ's
-    mask included), and PQ with the first layer left dense."""
-    return [("nm", dict(n=2, m=4, value_bits=32, mask_encoding="combinatorial")),
-            ("pq", dict(PQ_SETTINGS, skip_layers=(first_layer,)))]
+    mask included); PQ with the first layer left dense; VQ with d=4 at the
+    1.5 and 1 bit points (the matched points pick d=2, the closest in bits)."""
+    return [("abl: 2:4 alone", "nm", dict(n=2, m=4, value_bits=32, mask_encoding="combinatorial")),
+            ("abl: PQ 1st layer dense", "pq", dict(PQ_SETTINGS, skip_layers=(first_layer,))),
+            ("abl: VQ d=4 @1.5", "vq", dict(k=64, d=4)),
+            ("abl: VQ d=4 @1", "vq", dict(k=16, d=4))]
 
 
 def calib_batches(x, y, batch, steps, seed, model_name):
@@ -118,6 +121,7 @@ def main():
     ap.add_argument("--fresh", action="store_true")
     ap.add_argument("--dry-run", action="store_true", help="only print every candidate's bits/weight on this model")
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--md-only", action="store_true", help="only rewrite the .md from the CSV (and the notes file)")
     ap.add_argument("--no-ablations", action="store_true", help="skip the 2:4-pruning-alone and PQ-first-layer rows")
     ap.add_argument("--out", default=None, help="default benchmarks/accuracy_<model>")
     args = ap.parse_args()
@@ -149,27 +153,32 @@ def main():
     rows = list(done.values())
 
     def save():
-        rows.sort(key=lambda r: (r["point"] == "PQ", -float(r["target_bits"] or 0), r["method"]))
+        rows.sort(key=lambda r: (r["point"].startswith("abl"), r["point"] == "PQ", -float(r["target_bits"] or 0),
+                                 r["method"]))
         with open(csv_path, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=list(rows[0]))
             w.writeheader()
             w.writerows(rows)
         write_md(out, name, base, fp32, test, args, rows)
 
+    if args.md_only:
+        if rows:
+            save()
+        return
     jobs = [(p, m) for p in points for m in CANDIDATES if m in methods and p in CANDIDATES[m]]
     if "pq" in methods:
         jobs.append(("PQ", "pq"))
     first = next(n for n, m in base.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)))
-    extra = dict(ablations(first))
+    extra = {label: (m, p) for label, m, p in ablations(first)}
     if not args.no_ablations:
-        jobs += [("ablation", m) for m in extra if m in methods or (m == "nm" and "mvq" in methods)]
+        jobs += [(label, m) for label, (m, _) in extra.items() if m in methods or (m == "nm" and "mvq" in methods)]
     for point, method in jobs:
         if (point, method) in done:
             continue
         t0 = time.perf_counter()
-        if point == "ablation" or method == "pq":
-            params = dict(extra[method]) if point == "ablation" else dict(PQ_SETTINGS)
-            note = "ablation" if point == "ablation" else ""
+        if point in extra or method == "pq":
+            params = dict(extra[point][1]) if point in extra else dict(PQ_SETTINGS)
+            note = "ablation" if point in extra else ""
             res = compress(base, method, calib=batches, seed=args.seed, **params)
         else:
             target = POINTS[point]
@@ -223,6 +232,9 @@ def write_md(out, name, base, fp32, test, args, rows):
         "| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0]),
     ]
     lines += ["| " + " | ".join(str(v) for v in r.values()) + " |" for r in rows]
+    notes = out.parent / f"{out.name}.notes.md"  # hand-written verdicts, kept across regenerations
+    if notes.exists():
+        lines += ["", notes.read_text().rstrip()]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 
