@@ -82,11 +82,14 @@ def ablations(first_layer: str) -> list:
     """Experiments behind the verdicts, same budget, as (label, method, params):
     2:4 pruning alone with FP32 values (the ceiling of any 2:4 method, MVQ's
     mask included); PQ with the first layer left dense; VQ with d=4 at the
-    1.5 and 1 bit points (the matched points pick d=2, the closest in bits)."""
+    1.5 and 1 bit points (the matched points pick d=2, the closest in bits);
+    SWIS with N=1 in every group (the 2 b point needs a fractional N)."""
     return [("abl: 2:4 alone", "nm", dict(n=2, m=4, value_bits=32, mask_encoding="combinatorial")),
             ("abl: PQ 1st layer dense", "pq", dict(PQ_SETTINGS, skip_layers=(first_layer,))),
             ("abl: VQ d=4 @1.5", "vq", dict(k=64, d=4)),
-            ("abl: VQ d=4 @1", "vq", dict(k=16, d=4))]
+            ("abl: VQ d=4 @1", "vq", dict(k=16, d=4)),
+            # SWIS with one shared bit in every group (no all-zero groups), ~12% over the 2 b point
+            ("abl: SWIS N=1 every group", "swis", dict(group_size=16, shared_bits=1, scale_bits=16))]
 
 
 def calib_batches(x, y, batch, steps, seed, model_name):
