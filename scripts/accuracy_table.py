@@ -178,7 +178,6 @@ def main():
     for point, method in jobs:
         if (point, method) in done:
             continue
-        t0 = time.perf_counter()
         if point in extra or method == "pq":
             params = dict(extra[point][1]) if point in extra else dict(PQ_SETTINGS)
             note = "ablation" if point in extra else ""
