@@ -218,14 +218,12 @@ class Workload:
         return list(iterate_batches(xs, torch.as_tensor(y[: len(xs)]).long(), 256))
 
     def _accuracy(self, model) -> float:
-        import torch
+        """Top-1 (%) on the first eval_images test images, by the shared
+        evaluator (workloads.evaluate, itself cached by weights + data)."""
+        from workloads.evaluate import EvalSet, evaluate
 
-        from workloads.datasets import load_fashion_mnist, to_float_tensor
-        from workloads.zoo.fmnist_cnn import evaluate_accuracy
-
-        x, y = load_fashion_mnist("test")
-        n = self.study.workload.eval_images
-        return 100 * evaluate_accuracy(model, to_float_tensor(x[:n]), torch.as_tensor(y[:n]).long())
+        data = EvalSet.fashion_mnist("test", size=self.study.workload.eval_images)
+        return 100 * evaluate(model, data, cache_dir=self.cache_dir / "eval")["top1"]
 
     def layers_for(self, formats: dict) -> list:
         """The layers with their formats and without weight tensors."""
