@@ -12,12 +12,11 @@ of hardware.
 from __future__ import annotations
 
 
-import gc
-
 import simpy
 
 from .config import ArchSpec
 from .errors import ArchsimError
+from .gc_pause import gc_paused
 from .hw.registry import create
 from .stats import LayerStats, Stats
 
@@ -53,15 +52,8 @@ class _Machine:
 
 def run(graph, arch: ArchSpec, timeline=None) -> Stats:
     """Simulate; `timeline` (an archsim.timeline.Timeline) records slices and counters."""
-    # SimPy makes an event object per wait: without cycles to collect, the
-    # cyclic garbage collector only rescans them (as in tiling.tile)
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
+    with gc_paused():
         return _run(graph, arch, timeline)
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _run(graph, arch: ArchSpec, tl) -> Stats:

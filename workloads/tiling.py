@@ -39,13 +39,13 @@ from the input SRAM.
 """
 from __future__ import annotations
 
-import gc
 import math
 
 import networkx as nx
 
 from archsim.config import ArchSpec
 from archsim.errors import ArchsimError
+from archsim.gc_pause import gc_paused
 from archsim.hw import registry
 
 from .layer_spec import LayerSpec
@@ -248,15 +248,8 @@ def _load_side_data(b: _Builder, t: LayerTiler, arch: ArchSpec, prev_decode_end:
 def tile(layers: list[LayerSpec], arch: ArchSpec) -> TileGraph:
     """LayerSpecs + ArchSpec -> TileGraph (layers run in order; a layer's
     activation loads wait for the previous layer's last store)."""
-    # The graph is tens of thousands of small dicts and no cycles: the cyclic
-    # garbage collector would rescan them again and again while they are built.
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
+    with gc_paused():  # tens of thousands of small dicts, no cycles
         return _tile(layers, arch)
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _tile(layers: list[LayerSpec], arch: ArchSpec) -> TileGraph:

@@ -59,11 +59,7 @@ class EWSArray(SystolicArray):
                 "rf.psum": (reg * 2 * s.acc_bits, f"register_1b x 2 x acc_bits (RF read + write) ({src})"),
                 "rf.weight_write": (reg * s.weight_bits, f"register_1b x weight_bits ({src})")}
 
-    def rf_bits(self) -> int:
+    def register_bits(self) -> int:
+        """Register-file bits per PE (weights, activations, partial sums)."""
         s = self.spec
-        return (s.weight_rf_entries * s.weight_bits + s.act_rf_entries * s.act_bits + s.psum_rf_entries * s.acc_bits)
-
-    def pe_area_um2(self, em) -> float:
-        s, t = self.spec, em.table
-        return (t.area("int8_mult") * s.weight_bits * s.act_bits / 64 + t.area("int32_add") * s.acc_bits / 32
-                + self.rf_bits() * t.area("register_1b"))
+        return s.weight_rf_entries * s.weight_bits + s.act_rf_entries * s.act_bits + s.psum_rf_entries * s.acc_bits

@@ -97,10 +97,15 @@ class SystolicArray(PEKind):
                                   f"register_1b x (act_bits + acc_bits) = x{s.act_bits + s.acc_bits} "
                                   f"({em.src('register_1b')})")}
 
+    def register_bits(self) -> int:
+        """Flip-flops per PE: its weight, activation and partial-sum registers."""
+        s = self.spec
+        return s.weight_bits + s.act_bits + s.acc_bits
+
     def pe_area_um2(self, em) -> float:
         s, t = self.spec, em.table
         return (t.area("int8_mult") * s.weight_bits * s.act_bits / 64 + t.area("int32_add") * s.acc_bits / 32
-                + (s.weight_bits + s.act_bits + s.acc_bits) * t.area("register_1b"))
+                + self.register_bits() * t.area("register_1b"))
 
     def area_um2(self, em) -> dict[str, tuple[float, str]]:
         return {"pe_array": (self.rows * self.cols * self.pe_area_um2(em), "logic")}
