@@ -9,6 +9,7 @@ from .config import DEFAULT_ARCH, ArchSpec, load_arch
 from .energy import EnergyModel, EnergyTable
 from .engine import run
 from .errors import ArchsimError
+from .gc_pause import gc_paused
 from .report import Report, build_report
 
 
@@ -98,19 +99,23 @@ def simulate(model_or_layers, arch: Union[str, Path, ArchSpec] = DEFAULT_ARCH, *
     elif overrides:
         arch = arch.with_overrides(overrides)
     layers = to_layers(model_or_layers, example_input, formats)
-    with progress.over(layers, "tiling") as walked:
-        graph = tile(walked, arch)
-    timeline = None
-    if trace is not None:
-        from .timeline import Timeline
+    # One garbage-collector pause over tiling and simulation, and the graph
+    # dropped inside it: the collector never has to scan its node dicts.
+    with gc_paused():
+        with progress.over(layers, "tiling") as walked:
+            graph = tile(walked, arch)
+        timeline = None
+        if trace is not None:
+            from .timeline import Timeline
 
-        names = {L.name for L in layers}
-        unknown = sorted(set(trace_layers or ()) - names)
-        if unknown:
-            raise ArchsimError(f"no layer named {unknown[0]!r} to trace", field="--trace-layers")
-        timeline = Timeline(arch.clock_mhz, arch.dram.bandwidth_bytes_per_cycle, trace_layers)
-    with progress.spinner(f"simulating {graph.number_of_nodes():,} tile operations"):
-        stats = run(graph, arch, timeline)
+            names = {L.name for L in layers}
+            unknown = sorted(set(trace_layers or ()) - names)
+            if unknown:
+                raise ArchsimError(f"no layer named {unknown[0]!r} to trace", field="--trace-layers")
+            timeline = Timeline(arch.clock_mhz, arch.dram.bandwidth_bytes_per_cycle, trace_layers)
+        with progress.spinner(f"simulating {graph.number_of_nodes():,} tile operations"):
+            stats = run(graph, arch, timeline)
+        del graph
     if timeline is not None:
         timeline.write(trace)
     table = EnergyTable.load(energy_table) if energy_table else EnergyTable.for_arch(arch)

@@ -22,7 +22,11 @@ from .stats import LayerStats, Stats
 
 
 class _Machine:
-    """The SimPy components of one architecture, and which executes what."""
+    """The SimPy components of one architecture, and which executes what.
+
+    A component's `execute(env, node)` either returns the SimPy event that
+    ends the node (a closed-form wait: the cheap case, one event per node) or
+    is a SimPy generator, which may return its internal units' cycles."""
 
     def __init__(self, env: simpy.Environment, arch: ArchSpec):
         src = arch.path
@@ -56,6 +60,30 @@ def run(graph, arch: ArchSpec, timeline=None) -> Stats:
         return _run(graph, arch, timeline)
 
 
+def _static_counts(attrs, layers: list[LayerStats]) -> None:
+    """What does not depend on timing (bytes moved, actions, on-chip
+    accesses), counted from the nodes outside the simulation loop."""
+    for a in attrs:
+        ls = layers[a["layer"]]
+        kind = a["kind"]
+        if kind == "load" or kind == "codebook_load":
+            ls.dram_read_bytes += a["bytes"]
+            ls.dram_read_by_buffer[a["buf"]] += a["bytes"]
+            if kind == "codebook_load":
+                ls.codebook_loads += 1
+        elif kind == "store":
+            ls.dram_write_bytes += a["bytes"]
+        if a["actions"]:
+            actions = ls.actions
+            for name, count in a["actions"]:
+                actions[name] += count
+        for buf, rd, wr in a["sram"]:
+            if rd:
+                ls.sram_read_bytes[buf] += rd
+            if wr:
+                ls.sram_write_bytes[buf] += wr
+
+
 def _run(graph, arch: ArchSpec, tl) -> Stats:
     env = simpy.Environment()
     m = _Machine(env, arch)
@@ -63,20 +91,28 @@ def _run(graph, arch: ArchSpec, tl) -> Stats:
         m.dram.on_change = lambda n: tl.dram(env.now, n)
     n = graph.number_of_nodes()
     attrs = [graph.nodes[v] for v in range(n)]
-    preds = [tuple(graph.pred[v]) for v in range(n)]
+    pred = graph._pred
+    preds = [tuple(pred[v]) for v in range(n)]
     finished = bytearray(n)
     waiters: dict[int, simpy.Event] = {}
     metas = graph.graph["layers"]
+    nl = len(metas)
     layers = [LayerStats(name=l["name"], op=l["op"], macs=l["macs"], meta=l) for l in metas]
-    starts = [None] * len(layers)
-    ends = [0] * len(layers)
+    _static_counts(attrs, layers)
+    starts = [None] * nl
+    ends = [0] * nl
     queues: dict[str, list[int]] = {}
     for v in range(n):
         queues.setdefault(attrs[v]["unit"], []).append(v)
+    per_unit = {}  # unit -> (busy, waiting for data, waiting for room) cycles per layer
     bufs = m.buffers
     execute = m.execute
+    new_event = env.event
+    is_event = simpy.Event
 
     def unit_process(unit: str, order: list[int]):
+        busy, wdata, wspace, seen = [0] * nl, [0] * nl, [0] * nl, bytearray(nl)
+        per_unit[unit] = (busy, wdata, wspace, seen)
         for v in order:
             a = attrs[v]
             t0 = env.now
@@ -84,7 +120,7 @@ def _run(graph, arch: ArchSpec, tl) -> Stats:
                 if not finished[p]:
                     ev = waiters.get(p)
                     if ev is None:
-                        ev = waiters[p] = env.event()
+                        ev = waiters[p] = new_event()
                     yield ev
             t1 = env.now
             for buf, nb in a["alloc"]:
@@ -93,41 +129,32 @@ def _run(graph, arch: ArchSpec, tl) -> Stats:
                     if tl is not None:
                         tl.buffer_level(buf, env.now, bufs[buf].level)
             t2 = env.now
-            kind = a["kind"]
-            sub = yield from execute[kind](env, a)
+            done = execute[a["kind"]](env, a)
+            if isinstance(done, is_event):
+                yield done
+            else:
+                sub = yield from done
+                if sub:  # a component with its own internal units (e.g. pipeline stages) reports their time
+                    ls = layers[a["layer"]]
+                    for name, (b, starved, blocked) in sub.items():
+                        ls.busy_cycles[name] += b
+                        ls.wait_data_cycles[name] += starved
+                        ls.wait_space_cycles[name] += blocked
             t3 = env.now
-            ls = layers[a["layer"]]
-            if sub:  # a component with its own internal units (e.g. pipeline stages) reports their time
-                for name, (busy, starved, blocked) in sub.items():
-                    ls.busy_cycles[name] += busy
-                    ls.wait_data_cycles[name] += starved
-                    ls.wait_space_cycles[name] += blocked
-            if kind in ("load", "codebook_load"):
-                ls.dram_read_bytes += a["bytes"]
-                ls.dram_read_by_buffer[a["buf"]] += a["bytes"]
-                if kind == "codebook_load":
-                    ls.codebook_loads += 1
-            elif kind == "store":
-                ls.dram_write_bytes += a["bytes"]
-            for name, count in a["actions"]:
-                ls.actions[name] += count
             for buf, nb in a["free"]:
                 if nb > 0:
-                    bufs[buf].get(nb)
+                    bufs[buf].release(nb)
                     if tl is not None:
                         tl.buffer_level(buf, t3, bufs[buf].level)
-            if tl is not None and tl.wants(ls.name):
-                tl.slice(unit, a, ls.name, t2, t3)
-            for buf, rd, wr in a["sram"]:
-                if rd:
-                    ls.sram_read_bytes[buf] += rd
-                if wr:
-                    ls.sram_write_bytes[buf] += wr
-            ls.wait_data_cycles[unit] += t1 - t0
-            ls.wait_space_cycles[unit] += t2 - t1
-            ls.busy_cycles[unit] += t3 - t2
             li = a["layer"]
-            if starts[li] is None or t2 < starts[li]:
+            if tl is not None and tl.wants(layers[li].name):
+                tl.slice(unit, a, layers[li].name, t2, t3)
+            seen[li] = 1
+            wdata[li] += t1 - t0
+            wspace[li] += t2 - t1
+            busy[li] += t3 - t2
+            st = starts[li]
+            if st is None or t2 < st:
                 starts[li] = t2
             if t3 > ends[li]:
                 ends[li] = t3
@@ -144,6 +171,12 @@ def _run(graph, arch: ArchSpec, tl) -> Stats:
         a = attrs[stuck]
         raise RuntimeError(f"simulation deadlocked at node {stuck} ({a['kind']} on {a['unit']}, "
                            f"layer {layers[a['layer']].name})")
+    for unit, (busy, wdata, wspace, seen) in per_unit.items():
+        for li, ls in enumerate(layers):
+            if seen[li]:
+                ls.busy_cycles[unit] += busy[li]
+                ls.wait_data_cycles[unit] += wdata[li]
+                ls.wait_space_cycles[unit] += wspace[li]
     prev_end = 0
     for li, ls in enumerate(layers):
         ls.start_cycle = starts[li] or 0

@@ -60,13 +60,12 @@ class _Builder:
 
     def add(self, kind, unit, layer, deps=(), **attrs) -> int:
         v = len(self.nodes)
-        node = {"kind": kind, "unit": unit, "layer": layer, "alloc": (), "free": (), "sram": (), "bytes": 0,
-                "actions": ()}
-        node.update(attrs)
-        self.nodes.append(node)
+        self.nodes.append({"kind": kind, "unit": unit, "layer": layer, "alloc": (), "free": (), "sram": (),
+                           "bytes": 0, "actions": (), **attrs})
+        edges = self.edges
         for d in deps:
             if d is not None:
-                self.edges.append((d, v))
+                edges.append((d, v))
         return v
 
     def graph(self) -> TileGraph:
@@ -105,6 +104,9 @@ class LayerTiler:
         L = layer
         self._im2col_ratio = 1.0 if L.in_elems is None else min(1.0, L.in_elems / (L.groups * L.M * L.K))
         self.capacity = {n: getattr(bufs, n).capacity_bytes for n in ("weight", "input", "output")}
+        self._acc_bits = getattr(pe, "acc_bits", 32)
+        self._fold_fmt = None if layer.op == "matmul" else layer.fmt  # a matmul's operands are activations
+        self.needs_decode = layer.op != "matmul" and layer.fmt.decode_lookups(1) > 0
 
     # -- sizes (memoised: a nest asks for the same few tile sizes many times) ----
     def act_bytes(self, n: float) -> int:
@@ -125,11 +127,7 @@ class LayerTiler:
         return v
 
     def psum_bytes(self, n: int) -> int:
-        return math.ceil(n * getattr(self.pe, "acc_bits", 32) / 8)
-
-    @property
-    def needs_decode(self) -> bool:
-        return self.layer.op != "matmul" and self.fmt.decode_lookups(1) > 0
+        return math.ceil(n * self._acc_bits / 8)
 
     # -- errors -----------------------------------------------------------------
     def too_small(self, buf: str, what: str):
@@ -159,8 +157,7 @@ class LayerTiler:
                           **self.decoder_cls.decode_extra(self.fmt, n_weights))
 
     def compute(self, fold, deps, macs: int, alloc=(), sram=()) -> int:
-        fmt = None if self.layer.op == "matmul" else self.fmt
-        cycles, actions = self.pe.fold_cost(fold, fmt)
+        cycles, actions = self.pe.fold_cost(fold, self._fold_fmt)
         if self.side_load is not None and not self.needs_decode:
             deps = tuple(deps) + (self.side_load,)
         return self.b.add("compute", "pe", self.li, deps, fold=fold, cycles=cycles, macs=macs, actions=actions,
@@ -202,7 +199,7 @@ class _DryRun(LayerTiler):
         return 0
 
     def compute(self, fold, deps, macs, alloc=(), sram=()):
-        self.pe_cycles += self.pe.fold_cost(fold, None if self.layer.op == "matmul" else self.fmt)[0]
+        self.pe_cycles += self.pe.fold_cost(fold, self._fold_fmt)[0]
         return 0
 
     def store(self, nbytes, dep, free_psum, sram_write=0):
@@ -252,6 +249,42 @@ def tile(layers: list[LayerSpec], arch: ArchSpec) -> TileGraph:
         return _tile(layers, arch)
 
 
+def _layer_key(L: LayerSpec, t: LayerTiler):
+    """Everything a layer's nodes depend on besides the architecture: its
+    shape, format and activation profile (not its name), and which outside
+    nodes it waits for."""
+    return (L.op, L.M, L.N, L.K, L.groups, L.conv, L.in_elems, L.fmt, id(L.act_profile),
+            t.prev_store is None, t.side_load is None)
+
+
+class _Recording:
+    """One layer's nodes and edges as map_layer emitted them, to replay for
+    a later layer of the same key (ResNet stages and transformer blocks
+    repeat layers; replaying is several times cheaper than the loop nest)."""
+
+    def __init__(self, b: _Builder, first: int, first_edge: int, t: LayerTiler, last_store, loop_order: str):
+        self.first, self.nodes, self.edges = first, b.nodes[first:], b.edges[first_edge:]
+        self.outside = {t.prev_store, t.side_load} - {None}
+        self.prev_store, self.side_load = t.prev_store, t.side_load
+        self.last_store, self.loop_order = last_store, loop_order
+        # replay is sound only if the nest waited for nothing else outside the layer
+        self.ok = all(u >= first or u in self.outside for u, _ in self.edges) and \
+            (last_store is None or last_store >= first)
+
+    def replay(self, b: _Builder, t: LayerTiler):
+        off = len(b.nodes) - self.first
+        li = t.li
+        for node in self.nodes:
+            d = node.copy()
+            d["layer"] = li
+            b.nodes.append(d)
+        first, prev, side = self.first, self.prev_store, self.side_load
+        new_prev, new_side = t.prev_store, t.side_load
+        b.edges.extend((u + off if u >= first else new_prev if u == prev else new_side, v + off)
+                       for u, v in self.edges)
+        return None if self.last_store is None else self.last_store + off
+
+
 def _tile(layers: list[LayerSpec], arch: ArchSpec) -> TileGraph:
     if not layers:
         raise ArchsimError("no layers to simulate", field="layers")
@@ -262,15 +295,26 @@ def _tile(layers: list[LayerSpec], arch: ArchSpec) -> TileGraph:
     prev_store = None
     prev_decode_end = None
     summaries = []
+    recordings: dict = {}
     for li, L in enumerate(layers):
         t = LayerTiler(b, arch, pe, L, li, prev_store, decoder_cls)
         _load_side_data(b, t, arch, prev_decode_end)
-        first_node = len(b.nodes)
-        prev_store = pe.map_layer(t)
+        first_node, first_edge = len(b.nodes), len(b.edges)
+        key = _layer_key(L, t) if pe.layers_independent else None
+        rec = recordings.get(key)
+        if rec is not None:
+            prev_store, loop_order = rec.replay(b, t), rec.loop_order
+        else:
+            prev_store = pe.map_layer(t)
+            loop_order = pe.loop_order(t)
+            if key is not None:
+                rec = _Recording(b, first_node, first_edge, t, prev_store, loop_order)
+                if rec.ok:
+                    recordings[key] = rec
         if t.needs_decode:
             prev_decode_end = max(v for v in range(first_node, len(b.nodes)) if b.nodes[v]["kind"] == "decode")
         s = layer_summary(L)
-        s["loop_order"] = pe.loop_order(t)
+        s["loop_order"] = loop_order
         summaries.append(s)
     g = b.graph()
     g.graph["layers"] = summaries

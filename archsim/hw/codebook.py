@@ -27,7 +27,7 @@ class CodebookBuffer:
 
     def execute(self, env, node):
         t0 = env.now
-        yield from self.dram.read(node["bytes"])
+        yield self.dram.read(node["bytes"])
         extra = self.load_cycles_after_transfer(node["codewords"], env.now - t0)
         if extra:
             yield env.timeout(extra)

@@ -37,7 +37,7 @@ class VQDecoder:
         return math.ceil(node["lookups"] / self.vectors_per_cycle) + self.spec.latency_cycles
 
     def execute(self, env, node):
-        yield env.timeout(self.cycles(node))
+        return env.timeout(self.cycles(node))
 
     @classmethod
     def decode_extra(cls, fmt, n_weights: int) -> dict:

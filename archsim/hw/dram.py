@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 import simpy
+from simpy.events import NORMAL
 
 from .registry import register
 
@@ -23,6 +24,7 @@ class DRAMChannel:
         self.bw = float(spec.bandwidth_bytes_per_cycle)
         self.latency_cycles = int(spec.latency_cycles)
         self._active: dict[simpy.Event, float] = {}
+        self._delay: dict[simpy.Event, int] = {}  # reads: cycles from bus done to data arrived
         self._t_last = 0
         self._gen = 0
         self.busy_cycles = 0  # cycles with at least one transfer on the bus
@@ -30,12 +32,11 @@ class DRAMChannel:
         self.bytes_written = 0
         self.on_change = None  # called with the number of transfers in flight when it changes (timelines)
 
-    def read(self, nbytes: int):
-        """SimPy generator: a read, done when its data has arrived (the bus
-        transfer plus the access latency)."""
-        yield self.transfer(nbytes)
-        if self.latency_cycles:
-            yield self.env.timeout(self.latency_cycles)
+    def read(self, nbytes: int) -> simpy.Event:
+        """Event that fires when a read's data has arrived: the bus transfer,
+        then the access latency (one event, not a transfer and a timeout)."""
+        self.bytes_read += nbytes
+        return self._start(nbytes, self.latency_cycles)
 
     def transfer(self, nbytes: int, write: bool = False) -> simpy.Event:
         """Event that fires when `nbytes` have crossed the bus."""
@@ -43,12 +44,17 @@ class DRAMChannel:
             self.bytes_written += nbytes
         else:
             self.bytes_read += nbytes
+        return self._start(nbytes, 0)
+
+    def _start(self, nbytes: int, delay: int) -> simpy.Event:
         ev = self.env.event()
         if nbytes <= 0:
-            ev.succeed()
+            self._finish(ev, delay)
             return ev
         self._advance()
         self._active[ev] = float(nbytes)
+        if delay:
+            self._delay[ev] = delay
         if self.on_change is not None:
             self.on_change(len(self._active))
         self._reschedule()
@@ -81,7 +87,12 @@ class DRAMChannel:
         for ev, rem in list(self._active.items()):
             if rem <= _EPS:
                 del self._active[ev]
-                ev.succeed()
+                self._finish(ev, self._delay.pop(ev, 0))
         if self.on_change is not None and len(self._active) != n:
             self.on_change(len(self._active))
         self._reschedule()
+
+    def _finish(self, ev: simpy.Event, delay: int):
+        # Event.succeed() with a delay: SimPy's Timeout sets the same fields
+        ev._ok, ev._value = True, None
+        self.env.schedule(ev, NORMAL, delay)

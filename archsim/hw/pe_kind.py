@@ -73,6 +73,12 @@ class PEKind:
         self._fold_cache: dict = {}  # (Fold, id(format)) -> (cycles, actions); formats outlive one tile()
 
     # -- mapping --------------------------------------------------------------
+    # True when map_layer's nodes depend only on the layer (shape, format,
+    # profile) and the architecture: the tiler then replays a repeated
+    # layer's nodes instead of running the nest again. A kind that keeps
+    # state across layers (or waits on earlier layers' nodes) sets False.
+    layers_independent = True
+
     def map_layer(self, t) -> int | None:
         """Emit the layer's nodes through the LayerTiler `t`; return its last store."""
         raise NotImplementedError
@@ -117,8 +123,9 @@ class PEKind:
 
     # -- simulation -----------------------------------------------------------
     def execute(self, env, node):
-        """SimPy generator that runs one compute node. Most kinds are a
-        closed-form fold: wait its cycles. A kind with internal units (its own
-        SimPy processes and Stores) may return {unit: (busy, waiting for data,
-        waiting for room) cycles}, added to the layer's stats."""
-        yield env.timeout(node["cycles"])
+        """Run one compute node. Most kinds are a closed-form fold: the event
+        that fires after its cycles. A kind with internal units (its own
+        SimPy processes and Stores) is instead a SimPy generator, and may
+        return {unit: (busy, waiting for data, waiting for room) cycles},
+        added to the layer's stats."""
+        return env.timeout(node["cycles"])

@@ -200,6 +200,8 @@ class PQLutArray(PEKind):
                 "scale_bits": 2 * fmt.scale_bits,
                 "idx_bits_per_column": Ns * max(1, math.ceil(math.log2(fmt.Np))) if fmt.Np > 1 else Ns}
 
+    layers_independent = False  # a layer's prototype load waits on earlier layers' computes
+
     def map_layer(self, t):
         from workloads.formats import PQFormat
 

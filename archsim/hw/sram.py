@@ -19,6 +19,14 @@ class SRAMBuffer(simpy.Container):
         self.word_bytes = max(1, spec.word_bits // 8)
         self.peak_bytes = 0
 
+    # The engine's fast path: a ContainerGet event per free would cost a
+    # SimPy step for nothing (nobody waits on a free).
+    def release(self, nbytes: int):
+        """Give `nbytes` back, waking reservations that now fit."""
+        self._level -= nbytes
+        if self.put_queue:
+            self._trigger_put(None)
+
     def _do_put(self, event):
         ok = super()._do_put(event)
         if self._level > self.peak_bytes:

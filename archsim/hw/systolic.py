@@ -211,6 +211,9 @@ class SystolicArray(PEKind):
         last_store = None
         act_is_stat = stat_buf == "input"
         recent: list[int] = []  # the PE's last two compute nodes
+        # hoisted out of the inner loop (it runs once per compute node)
+        needs_decode, act_bytes, psum_bytes = t.needs_decode, t.act_bytes, t.psum_bytes
+        fold_at = None if type(self).fold_at is SystolicArray.fold_at else self.fold_at
 
         for g in range(L.groups):
             resident_loads: dict[tuple[int, int], int] = {}
@@ -250,12 +253,15 @@ class SystolicArray(PEKind):
                                 stat_loads[(r0, r1)] = ld
                         for r in range(r0, r1):
                             ru = min(span, Kred - r * span)
+                            prows = self.pe_rows(ru, t)
                             stat_tile = stat_bytes(ru * cu)
-                            dec = t.decode((ld,), ru * cu, stat_tile) if t.needs_decode else None
+                            dec = t.decode((ld,), ru * cu, stat_tile) if needs_decode else None
+                            stat_dep = ld if dec is None else dec
+                            stat_sram = (stat_buf, stat_tile if weights_stationary else act_bytes(ru * cu), 0)
+                            free_stat_here = r == r1 - 1 and dec is None and free_stat
                             for s in range(b0, b1):
                                 s0 = s * s_chunk
-                                sl = min(s_chunk, S - s0)
-                                deps = [ld if dec is None else dec]
+                                sl = S - s0 if S - s0 < s_chunk else s_chunk
                                 # streamed operand: one DMA transfer feeds several chunks
                                 key = (r, s // s_per_load)
                                 if s % s_per_load == 0 and not (strm_resident and key in resident_loads):
@@ -264,9 +270,9 @@ class SystolicArray(PEKind):
                                     resident_loads[key] = sld
                                     load_bytes[sld] = snb
                                 sld = resident_loads[key]
-                                deps.append(sld)
+                                deps = [stat_dep, sld]
                                 # partial sums
-                                pnb = t.psum_bytes(sl * cu)
+                                pnb = psum_bytes(sl * cu)
                                 alloc = ()
                                 if r == 0:
                                     alloc = (("output", pnb),)
@@ -278,20 +284,20 @@ class SystolicArray(PEKind):
                                     deps.append(t.load("output", pnb, deps=(spill[s], ahead), unit="dma.output"))
                                 first = s == b0
                                 # the PEs read the im2col stream (ws) or the weight stream (is)
-                                strm_read = t.act_bytes(sl * ru) if weights_stationary else t.w_bytes(sl * ru)
-                                sram = [(strm_buf, strm_read, 0), ("output", pnb if r > 0 else 0, pnb)]
+                                strm_read = act_bytes(sl * ru) if weights_stationary else strm_bytes(sl * ru)
                                 if first and dec is None:
-                                    stat_read = stat_tile if weights_stationary else t.act_bytes(ru * cu)
-                                    sram.append((stat_buf, stat_read, 0))
-                                self.fold_at(t, g, r, c)
-                                cp = t.compute(Fold(self.pe_rows(ru, t), cu, sl, first, s == b1 - 1, not recent),
-                                               deps,
-                                               macs=ru * cu * sl, alloc=alloc, sram=tuple(sram))
+                                    sram = ((strm_buf, strm_read, 0), ("output", pnb if r else 0, pnb), stat_sram)
+                                else:
+                                    sram = ((strm_buf, strm_read, 0), ("output", pnb if r else 0, pnb))
+                                if fold_at is not None:
+                                    fold_at(t, g, r, c)
+                                cp = t.compute(Fold(prows, cu, sl, first, s == b1 - 1, not recent), deps,
+                                               macs=ru * cu * sl, alloc=alloc, sram=sram)
                                 recent.append(cp)
                                 if len(recent) > 2:
                                     recent.pop(0)
                                 # stationary room is free once the group's last tile is in the array
-                                if r == r1 - 1 and first and dec is None and free_stat:
+                                if free_stat_here and first:
                                     t.free_later(cp, stat_buf, nb)
                                 if strm_resident:
                                     resident_last_use[key] = cp
@@ -299,7 +305,7 @@ class SystolicArray(PEKind):
                                     t.free_later(cp, strm_buf, load_bytes[sld])
                                 # write-back
                                 if r == nr - 1:
-                                    last_store = t.store(t.act_bytes(sl * cu), cp, free_psum=pnb)
+                                    last_store = t.store(act_bytes(sl * cu), cp, free_psum=pnb)
                                 elif spill_psums:
                                     spill[s] = t.store(pnb, cp, free_psum=pnb)
                             if dec is not None and r == r1 - 1 and free_stat:

@@ -13,4 +13,4 @@ class WriteBack:
         self.dram = dram
 
     def execute(self, env, node):
-        yield self.dram.transfer(node["bytes"], write=True)
+        return self.dram.transfer(node["bytes"], write=True)
