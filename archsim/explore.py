@@ -30,24 +30,33 @@ from typing import Callable
 
 from .errors import ArchsimError
 from .study import OBJECTIVES, Study
+from workloads.tiling import NOT_MAPPING
 
 _RETRIES = 3
 
 
 # -- one hardware point (runs in a worker) -----------------------------------------
 
+_TILES = None  # this worker process's TileCache
+
+
 def evaluate_point(layers, arch_data: dict, arch_source: str, overrides: list[str], table) -> dict:
     """Simulate resolved inputs: layers (shapes + formats), the base
-    architecture as a dict, overrides and the energy table object."""
+    architecture as a dict, overrides and the energy table object. The tile
+    graph comes from the worker's TileCache: points that map the workload
+    the same way (explore sends them together) tile it once."""
     from .config import load_arch_dict
     from .energy import EnergyModel
     from .engine import run
     from .report import build_report
-    from workloads.tiling import tile
+    from workloads.tiling import TileCache
 
+    global _TILES
+    if _TILES is None:
+        _TILES = TileCache()
     arch = load_arch_dict(arch_data, overrides, source=arch_source)
     em = EnergyModel(arch, table)
-    rep = build_report(run(tile(layers, arch), arch), arch, em)
+    rep = build_report(run(_TILES.tile(layers, arch), arch), arch, em)
     t = rep.totals
     lat_ms, e_uj = t["latency_ms"], t["energy_total_pj"] / 1e6
     return {"latency_ms": lat_ms, "energy_uj": e_uj, "edp_uj_ms": lat_ms * e_uj,
@@ -55,38 +64,33 @@ def evaluate_point(layers, arch_data: dict, arch_source: str, overrides: list[st
             "dram_bytes": t["dram_read_bytes"] + t["dram_write_bytes"]}
 
 
+def evaluate_points(layers, arch_data: dict, arch_source: str, overrides_list: list, table) -> list:
+    """One job: several points on the same layers and base architecture.
+    Each gives its metrics, or the ArchsimError it raised (a bad point does
+    not fail its neighbours)."""
+    out = []
+    for overrides in overrides_list:
+        try:
+            out.append(evaluate_point(layers, arch_data, arch_source, overrides, table))
+        except ArchsimError as e:
+            out.append(e)
+    return out
+
+
 # -- executors --------------------------------------------------------------------
 
 class _Executor:
-    """Runs points and retries the ones whose worker died (`died`)."""
+    """Runs jobs; `died` are the errors of a job whose worker died (the job
+    is then submitted again, up to _RETRIES times)."""
     died: tuple = ()
+    workers = 1
 
-    def _submit(self, fn, args):
+    def submit(self, fn, args):
         raise NotImplementedError
 
-    def _reset(self):
-        pass
-
-    def map(self, fn, arg_lists: list[tuple]) -> list:
-        """Results (or the exception each point raised), in order."""
-        out: list = [None] * len(arg_lists)
-        todo = list(range(len(arg_lists)))
-        for _ in range(_RETRIES):
-            futs = {i: self._submit(fn, arg_lists[i]) for i in todo}
-            todo = []
-            for i, f in futs.items():
-                try:
-                    out[i] = f.result()
-                except self.died:
-                    todo.append(i)
-                except Exception as e:  # noqa: BLE001 — returned to the caller, per point
-                    out[i] = e
-            if not todo:
-                return out
-            self._reset()
-        for i in todo:
-            out[i] = RuntimeError(f"worker died {_RETRIES} times on this point")
-        return out
+    def wait_first(self, futures) -> list:
+        """The futures of `futures` that are done, after waiting for one."""
+        raise NotImplementedError
 
     def close(self):
         pass
@@ -102,14 +106,20 @@ class LocalExecutor(_Executor):
         self.workers = workers or os.cpu_count() or 1
         self._pool = None
 
-    def _submit(self, fn, args):
+    def submit(self, fn, args):
         if self._pool is None:
             self._pool = ProcessPoolExecutor(self.workers)
-        return self._pool.submit(fn, *args)
+        try:
+            return self._pool.submit(fn, *args)
+        except BrokenProcessPool:  # a worker died: the pool is gone, start another
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = ProcessPoolExecutor(self.workers)
+            return self._pool.submit(fn, *args)
 
-    def _reset(self):
-        self._pool.shutdown(cancel_futures=True)
-        self._pool = None
+    def wait_first(self, futures) -> list:
+        from concurrent.futures import FIRST_COMPLETED, wait
+
+        return list(wait(futures, return_when=FIRST_COMPLETED).done)
 
     def close(self):
         if self._pool is not None:
@@ -127,8 +137,13 @@ class DaskExecutor(_Executor):
         self._own = client is None
         self.workers = max(1, len(self.client.scheduler_info().get("workers", {})))
 
-    def _submit(self, fn, args):
+    def submit(self, fn, args):
         return self.client.submit(fn, *args, pure=False)
+
+    def wait_first(self, futures) -> list:
+        from distributed import wait
+
+        return list(wait(list(futures), return_when="FIRST_COMPLETED").done)
 
     def close(self):
         if self._own:
@@ -247,12 +262,16 @@ def _weights_hash(model) -> str:
 
 # -- the search -------------------------------------------------------------------
 
+def _sampler_kind(study: Study) -> str:
+    if study.sampler == "auto":
+        return "nsga2" if len(study.objectives) > 1 else "tpe"
+    return study.sampler
+
+
 def _sampler(study: Study):
     import optuna
 
-    kind = study.sampler
-    if kind == "auto":
-        kind = "nsga2" if len(study.objectives) > 1 else "tpe"
+    kind = _sampler_kind(study)
     if kind == "grid":
         space = {k: list(p.choices) for k, p in study.all_params().items()}
         return _GridSampler(space, seed=study.seed)
@@ -267,6 +286,20 @@ def _grid_sampler_class():
     import optuna
 
     class GridSampler(optuna.samplers.GridSampler):
+        def __init__(self, space, seed):
+            super().__init__(space, seed=seed)
+            # Optuna >= 5 runs its (seeded, shuffled) grid in order, trial n
+            # on grid point n. Keep the shuffle, but make the points that
+            # differ only in fields no mapper reads (DRAM, clock, energy)
+            # consecutive: explore sends them to one worker, which tiles once.
+            names = getattr(self, "_param_names", None)
+            if names is not None and hasattr(self, "_all_grids"):
+                keep = [i for i, n in enumerate(names) if n.split(".", 1)[0] not in NOT_MAPPING]
+                groups: dict = {}
+                for g in self._all_grids:
+                    groups.setdefault(tuple(g[i] for i in keep), []).append(g)
+                self._all_grids = [g for grp in groups.values() for g in grp]
+
         # Optuna's grid stops the study when the grid is exhausted, which only
         # works inside study.optimize(); explore() counts points itself.
         def after_trial(self, study, trial, state, values):
@@ -346,66 +379,112 @@ def explore(study: Study, out_dir: str | Path = "archsim_out/explore", executor=
     target = study.trials if grid_size(study) is None else min(study.trials, grid_size(study))
     own_executor = executor is None
     executor = executor or LocalExecutor()
+    runner = _Runner(study, ostudy, wl, bases, fp32, executor, on_point)
+    # TPE learns from every result: one point per worker at a time. The other
+    # samplers may run ahead, which keeps every worker busy and lets points
+    # that share a mapping travel (and be tiled) together.
+    ahead = 1 if _sampler_kind(study) == "tpe" else _AHEAD
     try:
         # trials a killed run left RUNNING: evaluate them again, under their own numbers
-        pending = [(Trial(ostudy, t._trial_id), t.params)
+        resumed = [(Trial(ostudy, t._trial_id), t.params)
                    for t in ostudy.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
+        room = target - len(resumed) - len(ostudy.get_trials(deepcopy=False,
+                                                             states=(TrialState.COMPLETE, TrialState.FAIL)))
+        runner.submit(resumed)
         while True:
-            done = len(ostudy.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)))
-            if not pending:
-                n = min(getattr(executor, "workers", 2), target - done - len(pending))
-                if n <= 0:
-                    break
+            while room > 0 and runner.jobs_in_flight() < ahead * executor.workers:
+                n = min(room, ahead * executor.workers)
+                asked = []
                 for _ in range(n):
                     trial = ostudy.ask()
-                    pending.append((trial, _suggest(trial, study)))
-            batch, pending = pending, []
-            _run_batch(study, ostudy, wl, bases, fp32, executor, batch, on_point)
+                    asked.append((trial, _suggest(trial, study)))
+                room -= n
+                runner.submit(asked)
+            if not runner.jobs_in_flight():
+                break
+            runner.collect()
     finally:
         if own_executor:
             executor.close()
     return ostudy
 
 
-def _run_batch(study, ostudy, wl, bases, fp32, executor, batch, on_point):
-    from optuna.trial import TrialState
+_AHEAD = 4  # jobs in flight per worker, and points asked per worker at a time
 
-    jobs, metas = [], []
-    for trial, params in batch:
-        arch, overrides, method, mparams = _point(study, params)
-        meta = {"arch": arch, "overrides": overrides, "method": method, "params": mparams}
-        try:
-            setting = wl.setting(method, mparams)
-        except ArchsimError as e:
-            metas.append((trial, params, meta, None, e.one_line()))
-            continue
-        meta["accuracy"] = setting["accuracy"]
-        data, source, table = bases[arch]
-        jobs.append((wl.layers_for(setting["formats"]), data, source, overrides, table))
-        metas.append((trial, params, meta, len(jobs) - 1, None))
-    results = executor.map(evaluate_point, jobs) if jobs else []
-    for trial, params, meta, j, err in metas:
-        res = results[j] if j is not None else None
-        if isinstance(res, Exception):
-            if not isinstance(res, ArchsimError):
-                raise res
-            err, res = res.one_line(), None
+
+class _Runner:
+    """Trials -> jobs on the executor -> results told to the Optuna study.
+    A job is the points of one setting, base architecture and mapping (they
+    differ only in fields the mapper does not read, e.g. DRAM bandwidth), so
+    its worker tiles the workload once for all of them."""
+
+    def __init__(self, study, ostudy, wl, bases, fp32, executor, on_point):
+        self.study, self.ostudy, self.wl, self.bases, self.fp32 = study, ostudy, wl, bases, fp32
+        self.executor, self.on_point = executor, on_point
+        self.in_flight: dict = {}  # future -> (job args, [(trial, params, meta)], tries)
+
+    def jobs_in_flight(self) -> int:
+        return len(self.in_flight)
+
+    def submit(self, trials):
+        groups: dict = {}
+        for trial, params in trials:
+            arch, overrides, method, mparams = _point(self.study, params)
+            meta = {"arch": arch, "overrides": overrides, "method": method, "params": mparams}
+            try:
+                setting = self.wl.setting(method, mparams)
+            except ArchsimError as e:
+                self._tell(trial, params, meta, None, e.one_line())
+                continue
+            meta["accuracy"] = setting["accuracy"]
+            key = (arch, method, json.dumps(mparams, sort_keys=True),
+                   tuple(o for o in overrides if o.split(".", 1)[0].split("=", 1)[0] not in NOT_MAPPING))
+            if key not in groups:
+                data, source, table = self.bases[arch]
+                groups[key] = ((self.wl.layers_for(setting["formats"]), data, source, [], table), [])
+            job, members = groups[key]
+            job[3].append(overrides)
+            members.append((trial, params, meta))
+        for job, members in groups.values():
+            self.in_flight[self.executor.submit(evaluate_points, job)] = (job, members, 0)
+
+    def collect(self):
+        """Wait for a job, then tell its points (or submit it again if its worker died)."""
+        for fut in self.executor.wait_first(self.in_flight):
+            job, members, tries = self.in_flight.pop(fut)
+            try:
+                results = fut.result()
+            except self.executor.died:
+                if tries + 1 >= _RETRIES:
+                    raise RuntimeError(f"a worker died {_RETRIES} times on trials "
+                                       f"{[t.number for t, _, _ in members]}") from None
+                self.in_flight[self.executor.submit(evaluate_points, job)] = (job, members, tries + 1)
+                continue
+            for (trial, params, meta), res in zip(members, results):
+                if isinstance(res, ArchsimError):
+                    self._tell(trial, params, meta, None, res.one_line())
+                else:
+                    self._tell(trial, params, meta, res, None)
+
+    def _tell(self, trial, params, meta, res, err):
+        from optuna.trial import TrialState
+
         attrs = {**meta, "error": err}
         if res is not None:
             res = {**res, "accuracy": meta["accuracy"]}
             attrs["metrics"] = res
-            attrs["constraints"] = _constraint_values(study, res, fp32)
+            attrs["constraints"] = _constraint_values(self.study, res, self.fp32)
         for k, v in attrs.items():
             trial.set_user_attr(k, v)
         if res is not None:
             for i, c in enumerate(attrs["constraints"]):
                 trial.set_constraint(f"c{i}", c)  # <= 0 holds; the samplers prefer feasible points
         if res is None:
-            ostudy.tell(trial, state=TrialState.FAIL)
+            self.ostudy.tell(trial, state=TrialState.FAIL)
         else:
-            ostudy.tell(trial, [res[OBJECTIVES[o][0]] for o in study.objectives])
-        if on_point:
-            on_point(trial.number, params, res, err)
+            self.ostudy.tell(trial, [res[OBJECTIVES[o][0]] for o in self.study.objectives])
+        if self.on_point:
+            self.on_point(trial.number, params, res, err)
 
 
 def _constraint_values(study: Study, metrics: dict, fp32: float | None) -> list[float]:

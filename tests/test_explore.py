@@ -15,7 +15,7 @@ from archsim.cli import main
 from archsim.config import load_arch
 from archsim.energy import EnergyTable
 from archsim.errors import ArchsimError
-from archsim.explore import LocalExecutor, evaluate_point, explore, results_dataframe
+from archsim.explore import LocalExecutor, evaluate_point, evaluate_points, explore, results_dataframe
 from archsim.study import load_study
 from workloads.datasets import fashion_mnist_available
 from workloads.scalesim_import import read_topology
@@ -125,6 +125,36 @@ def test_kill_9_mid_study_resumes_with_no_point_lost_or_done_twice(tmp_path):
     assert len(df) == 24 and (df["state"] == "COMPLETE").all()
     keys = df[[c for c in df.columns if c.startswith("param:")]].apply(tuple, axis=1)
     assert keys.is_unique  # every grid point exactly once
+
+
+def _dies_once(*args):
+    """A job whose worker process dies the first time (os._exit: no exception, no cleanup)."""
+    marker = Path(os.environ["ARCHSIM_TEST_DIE_ONCE"])
+    if not marker.exists():
+        marker.write_text("died")
+        os._exit(1)
+    return evaluate_points(*args)
+
+
+def test_a_worker_that_dies_loses_only_its_points_which_are_retried(tmp_path, monkeypatch):
+    import archsim.explore as ex
+
+    monkeypatch.setenv("ARCHSIM_TEST_DIE_ONCE", str(tmp_path / "died"))
+    monkeypatch.setattr(ex, "evaluate_points", _dies_once)  # the pool forks after this
+    df = results_dataframe(explore(load_study(write_study(tmp_path)), tmp_path / "out", LocalExecutor(2)))
+    assert (tmp_path / "died").exists()
+    assert len(df) == 12 and (df["state"] == "COMPLETE").all()
+    assert df[[c for c in df.columns if c.startswith("param:")]].apply(tuple, axis=1).is_unique
+
+
+def test_grid_points_that_share_a_mapping_run_together(tmp_path):
+    # arch x rows x bandwidth: the two bandwidths of one (arch, rows) are consecutive trials,
+    # so one job (one tile graph) serves both
+    df = results_dataframe(explore(load_study(write_study(tmp_path)), tmp_path / "out", LocalExecutor(1)))
+    df = df.sort_values("trial").reset_index(drop=True)
+    pairs = df[["param:arch", "param:pe_array.rows"]].apply(tuple, axis=1)
+    assert all(pairs[i] == pairs[i + 1] for i in range(0, 12, 2))
+    assert pairs.nunique() == 6
 
 
 def test_dask_local_cluster_gives_the_serial_results(tmp_path):

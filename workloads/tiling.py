@@ -39,7 +39,9 @@ from the input SRAM.
 """
 from __future__ import annotations
 
+import json
 import math
+from collections import OrderedDict
 
 import networkx as nx
 
@@ -57,6 +59,8 @@ class _Builder:
     def __init__(self):
         self.nodes: list[dict] = []
         self.edges: list[tuple[int, int]] = []
+        # mapping choices made on the DRAM channel: ({option: counts}, chosen), for TileCache
+        self.dram_choices: list[tuple[dict, str]] = []
 
     def add(self, kind, unit, layer, deps=(), **attrs) -> int:
         v = len(self.nodes)
@@ -178,13 +182,38 @@ class LayerTiler:
         """A tiler over a scratch graph, to count what a loop order would do."""
         return _DryRun(self)
 
+    def choose_by_estimate(self, options: dict) -> str:
+        """{name: nest(tiler)} -> the name whose dry run has the lowest
+        roofline estimate (`roofline_cycles`); the first on a tie."""
+        counts = {}
+        for name, nest in options.items():
+            dry = self.dry_run()
+            nest(dry)
+            counts[name] = (dry.pe_cycles, dry.dram_bytes, max(dry.loads.values(), default=0))
+        best = _cheapest(counts, self.arch.dram)
+        self.b.dram_choices.append((counts, best))
+        return best
+
+
+def roofline_cycles(counts: tuple, dram) -> float:
+    """A loop order's cycles, estimated from a dry run's counts (PE cycles,
+    DRAM bytes, transfers on its busiest DMA queue): the largest of its PE
+    cycles, its bytes over the bandwidth and its transfers times the DRAM
+    latency (a queue waits out each access)."""
+    pe_cycles, dram_bytes, queue_loads = counts
+    return max(pe_cycles, dram_bytes / dram.bandwidth_bytes_per_cycle, queue_loads * dram.latency_cycles)
+
+
+def _cheapest(counts: dict, dram) -> str:
+    return min(counts, key=lambda name: roofline_cycles(counts[name], dram))
+
 
 class _DryRun(LayerTiler):
     """Counts what a loop nest would emit (PE cycles, DRAM bytes) without
     building nodes: the mapper runs one per candidate loop order."""
 
     def __init__(self, t: LayerTiler):
-        super().__init__(None, t.arch, t.pe, t.layer, t.li, None, t.decoder_cls)
+        super().__init__(t.b, t.arch, t.pe, t.layer, t.li, None, t.decoder_cls)
         self.pe_cycles = 0
         self.dram_bytes = 0
         self.loads: dict[str, int] = {}  # DMA queue -> transfers (each waits out the DRAM latency)
@@ -262,8 +291,10 @@ class _Recording:
     a later layer of the same key (ResNet stages and transformer blocks
     repeat layers; replaying is several times cheaper than the loop nest)."""
 
-    def __init__(self, b: _Builder, first: int, first_edge: int, t: LayerTiler, last_store, loop_order: str):
+    def __init__(self, b: _Builder, first: int, first_edge: int, first_choice: int, t: LayerTiler, last_store,
+                 loop_order: str):
         self.first, self.nodes, self.edges = first, b.nodes[first:], b.edges[first_edge:]
+        self.choices = b.dram_choices[first_choice:]
         self.outside = {t.prev_store, t.side_load} - {None}
         self.prev_store, self.side_load = t.prev_store, t.side_load
         self.last_store, self.loop_order = last_store, loop_order
@@ -282,6 +313,7 @@ class _Recording:
         new_prev, new_side = t.prev_store, t.side_load
         b.edges.extend((u + off if u >= first else new_prev if u == prev else new_side, v + off)
                        for u, v in self.edges)
+        b.dram_choices.extend(self.choices)
         return None if self.last_store is None else self.last_store + off
 
 
@@ -299,7 +331,7 @@ def _tile(layers: list[LayerSpec], arch: ArchSpec) -> TileGraph:
     for li, L in enumerate(layers):
         t = LayerTiler(b, arch, pe, L, li, prev_store, decoder_cls)
         _load_side_data(b, t, arch, prev_decode_end)
-        first_node, first_edge = len(b.nodes), len(b.edges)
+        first_node, first_edge, first_choice = len(b.nodes), len(b.edges), len(b.dram_choices)
         key = _layer_key(L, t) if pe.layers_independent else None
         rec = recordings.get(key)
         if rec is not None:
@@ -308,7 +340,7 @@ def _tile(layers: list[LayerSpec], arch: ArchSpec) -> TileGraph:
             prev_store = pe.map_layer(t)
             loop_order = pe.loop_order(t)
             if key is not None:
-                rec = _Recording(b, first_node, first_edge, t, prev_store, loop_order)
+                rec = _Recording(b, first_node, first_edge, first_choice, t, prev_store, loop_order)
                 if rec.ok:
                     recordings[key] = rec
         if t.needs_decode:
@@ -319,4 +351,50 @@ def _tile(layers: list[LayerSpec], arch: ArchSpec) -> TileGraph:
     g = b.graph()
     g.graph["layers"] = summaries
     g.graph["arch"] = arch.name
+    g.graph["dram_choices"] = b.dram_choices
     return g
+
+
+# Top-level architecture fields no mapper reads (the DRAM channel only
+# through LayerTiler.choose_by_estimate, which records its choices).
+NOT_MAPPING = {"description", "source", "clock_mhz", "energy", "dram"}
+
+
+class TileCache:
+    """The last few tile graphs, reused for architectures that map the
+    workload the same way: a design-space study varies DRAM bandwidth,
+    clock or energy table at a fixed array and buffers, and those points
+    share one graph. The key is the layers (names, shapes, formats) and
+    every architecture field a mapper may read except the DRAM channel; a
+    graph whose mapper chose a loop order on the channel
+    (choose_by_estimate) is reused only where every such choice comes out
+    the same on the new channel. The engine never modifies a graph, so a
+    hit is exactly the graph tile() would build."""
+
+    def __init__(self, size: int = 2):
+        self.size = size
+        self._graphs: OrderedDict = OrderedDict()
+        self.hits = self.misses = 0
+
+    @staticmethod
+    def _keys(layers, arch: ArchSpec):
+        lk = tuple((L.name, L.op, L.M, L.N, L.K, L.groups, L.conv, L.in_elems, L.fmt, id(L.act_profile))
+                   for L in layers)
+        dump = arch.model_dump(mode="json")
+        return lk, json.dumps({k: v for k, v in dump.items() if k not in NOT_MAPPING}, sort_keys=True)
+
+    def tile(self, layers: list[LayerSpec], arch: ArchSpec) -> TileGraph:
+        key = self._keys(layers, arch)
+        g = self._graphs.get(key)
+        if g is not None and all(_cheapest(counts, arch.dram) == chosen
+                                 for counts, chosen in g.graph["dram_choices"]):
+            self._graphs.move_to_end(key)
+            self.hits += 1
+            return g
+        self.misses += 1
+        g = tile(layers, arch)
+        self._graphs[key] = g
+        self._graphs.move_to_end(key)
+        while len(self._graphs) > self.size:
+            self._graphs.popitem(last=False)
+        return g

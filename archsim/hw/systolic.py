@@ -15,7 +15,8 @@ Loop nests (chosen so that PE compute cycles equal SCALE-Sim's):
       writes them to DRAM at acc_bits and reads them back; `tile_outputs`
       cuts the output pixels into blocks whose partial sums fit and runs every
       row fold per block, refilling the array each time; `auto` picks, per
-      layer, the order the cost estimate (`estimate_cycles`) says is faster.
+      layer, the order the roofline estimate of a dry run says is faster
+      (LayerTiler.choose_by_estimate).
   is: as ws with inputs stationary and weights streamed.
   os: for pixel fold (M) / col fold (N) / chunk of K: stream K; outputs
       accumulate in the PEs and leave once per fold.
@@ -136,8 +137,8 @@ class SystolicArray(PEKind):
         mode = self.spec.psum_overflow
         if mode == "auto":
             # the two orders differ only when a column fold's partial sums overflow
-            mode = "spill" if self._psum_fits(t, ws) else \
-                min(("spill", "tile_outputs"), key=lambda m: self.estimate_cycles(t, ws, m))
+            mode = "spill" if self._psum_fits(t, ws) else t.choose_by_estimate(
+                {m: (lambda dry, m=m: self._map_stationary(dry, ws, m)) for m in ("spill", "tile_outputs")})
         return self._map_stationary(t, ws, mode)
 
     def _psum_fits(self, t, weights_stationary: bool) -> bool:
@@ -146,19 +147,6 @@ class SystolicArray(PEKind):
         span = self.reduction_span(t) if weights_stationary else self.rows
         S, ncol = (L.M, L.N) if weights_stationary else (L.N, L.M)
         return math.ceil(L.K / span) == 1 or t.psum_bytes(S * min(self.cols, ncol)) <= t.capacity["output"]
-
-    def estimate_cycles(self, t, weights_stationary: bool, mode: str) -> float:
-        """Roofline estimate of a layer's cycles under one psum_overflow mode:
-        the largest of its PE cycles, its DRAM bytes over the bandwidth, and
-        the transfers of its busiest DMA queue times the DRAM latency (a queue
-        waits out each access). It is worked out from a dry run of the same
-        nest (nodes counted, not simulated), so it sees exactly the traffic
-        and folds the mode makes."""
-        dry = t.dry_run()
-        self._map_stationary(dry, weights_stationary, mode)
-        dram = self.arch.dram
-        return max(dry.pe_cycles, dry.dram_bytes / dram.bandwidth_bytes_per_cycle,
-                   max(dry.loads.values(), default=0) * dram.latency_cycles)
 
     def _map_stationary(self, t, weights_stationary: bool, psum_overflow: str):
         """ws (weights_stationary) and is. Returns the layer's last store node."""
