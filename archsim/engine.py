@@ -110,25 +110,26 @@ def _run(graph, arch: ArchSpec, tl) -> Stats:
     new_event = env.event
     is_event = simpy.Event
 
+    # env._now: the attribute behind SimPy's `now` property, read four times a node
     def unit_process(unit: str, order: list[int]):
         busy, wdata, wspace, seen = [0] * nl, [0] * nl, [0] * nl, bytearray(nl)
         per_unit[unit] = (busy, wdata, wspace, seen)
         for v in order:
             a = attrs[v]
-            t0 = env.now
+            t0 = env._now
             for p in preds[v]:
                 if not finished[p]:
                     ev = waiters.get(p)
                     if ev is None:
                         ev = waiters[p] = new_event()
                     yield ev
-            t1 = env.now
+            t1 = env._now
             for buf, nb in a["alloc"]:
                 if nb > 0:
                     yield bufs[buf].put(nb)
                     if tl is not None:
                         tl.buffer_level(buf, env.now, bufs[buf].level)
-            t2 = env.now
+            t2 = env._now
             done = execute[a["kind"]](env, a)
             if isinstance(done, is_event):
                 yield done
@@ -140,7 +141,7 @@ def _run(graph, arch: ArchSpec, tl) -> Stats:
                         ls.busy_cycles[name] += b
                         ls.wait_data_cycles[name] += starved
                         ls.wait_space_cycles[name] += blocked
-            t3 = env.now
+            t3 = env._now
             for buf, nb in a["free"]:
                 if nb > 0:
                     bufs[buf].release(nb)
