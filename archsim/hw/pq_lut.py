@@ -102,6 +102,7 @@ def _c(a: int, b: int) -> int:
 @register_pe_kind("pq_lut")
 class PQLutArray(PEKind):
     Spec = PQLutSpec
+    layers_independent = False  # a layer's prototype load waits on earlier layers' computes
 
     def __init__(self, spec, arch):
         super().__init__(spec, arch)
@@ -199,8 +200,6 @@ class PQLutArray(PEKind):
                 "lut_bits_per_channel": Ns * fmt.Np * fmt.lut_bits,
                 "scale_bits": 2 * fmt.scale_bits,
                 "idx_bits_per_column": Ns * max(1, math.ceil(math.log2(fmt.Np))) if fmt.Np > 1 else Ns}
-
-    layers_independent = False  # a layer's prototype load waits on earlier layers' computes
 
     def map_layer(self, t):
         from workloads.formats import PQFormat
