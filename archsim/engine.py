@@ -12,6 +12,8 @@ of hardware.
 from __future__ import annotations
 
 
+import weakref
+
 import simpy
 
 from .config import ArchSpec
@@ -60,28 +62,62 @@ def run(graph, arch: ArchSpec, timeline=None) -> Stats:
         return _run(graph, arch, timeline)
 
 
-def _static_counts(attrs, layers: list[LayerStats]) -> None:
-    """What does not depend on timing (bytes moved, actions, on-chip
-    accesses), counted from the nodes outside the simulation loop."""
-    for a in attrs:
-        ls = layers[a["layer"]]
-        kind = a["kind"]
-        if kind == "load" or kind == "codebook_load":
-            ls.dram_read_bytes += a["bytes"]
-            ls.dram_read_by_buffer[a["buf"]] += a["bytes"]
-            if kind == "codebook_load":
-                ls.codebook_loads += 1
-        elif kind == "store":
-            ls.dram_write_bytes += a["bytes"]
-        if a["actions"]:
-            actions = ls.actions
-            for name, count in a["actions"]:
-                actions[name] += count
-        for buf, rd, wr in a["sram"]:
-            if rd:
-                ls.sram_read_bytes[buf] += rd
-            if wr:
-                ls.sram_write_bytes[buf] += wr
+class _Plan:
+    """What a run needs from a graph besides timing: its nodes, their
+    predecessors, each unit's queue and the per-layer counts that do not
+    depend on timing (bytes moved, actions, on-chip accesses). Kept per
+    graph, so a graph simulated again (a TileCache hit in a study) skips it."""
+
+    def __init__(self, graph):
+        n = graph.number_of_nodes()
+        self.attrs = attrs = [graph.nodes[v] for v in range(n)]
+        pred = graph._pred
+        self.preds = [tuple(pred[v]) for v in range(n)]
+        self.queues: dict[str, list[int]] = {}
+        for v in range(n):
+            self.queues.setdefault(attrs[v]["unit"], []).append(v)
+        proto = [LayerStats(name="", op="", macs=0) for _ in graph.graph["layers"]]
+        for a in attrs:
+            ls = proto[a["layer"]]
+            kind = a["kind"]
+            if kind == "load" or kind == "codebook_load":
+                ls.dram_read_bytes += a["bytes"]
+                ls.dram_read_by_buffer[a["buf"]] += a["bytes"]
+                if kind == "codebook_load":
+                    ls.codebook_loads += 1
+            elif kind == "store":
+                ls.dram_write_bytes += a["bytes"]
+            if a["actions"]:
+                actions = ls.actions
+                for name, count in a["actions"]:
+                    actions[name] += count
+            for buf, rd, wr in a["sram"]:
+                if rd:
+                    ls.sram_read_bytes[buf] += rd
+                if wr:
+                    ls.sram_write_bytes[buf] += wr
+        self.static = proto
+
+    def layer_stats(self, metas) -> list[LayerStats]:
+        out = []
+        for meta, p in zip(metas, self.static):
+            ls = LayerStats(name=meta["name"], op=meta["op"], macs=meta["macs"], meta=meta,
+                            dram_read_bytes=p.dram_read_bytes, dram_write_bytes=p.dram_write_bytes,
+                            codebook_loads=p.codebook_loads)
+            for f in ("dram_read_by_buffer", "actions", "sram_read_bytes", "sram_write_bytes"):
+                getattr(ls, f).update(getattr(p, f))
+            out.append(ls)
+        return out
+
+
+_plans: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _plan(graph) -> _Plan:
+    plan = _plans.get(graph)
+    if plan is None:
+        plan = _plans[graph] = _Plan(graph)
+    return plan
 
 
 def _run(graph, arch: ArchSpec, tl) -> Stats:
@@ -89,21 +125,16 @@ def _run(graph, arch: ArchSpec, tl) -> Stats:
     m = _Machine(env, arch)
     if tl is not None:
         m.dram.on_change = lambda n: tl.dram(env.now, n)
-    n = graph.number_of_nodes()
-    attrs = [graph.nodes[v] for v in range(n)]
-    pred = graph._pred
-    preds = [tuple(pred[v]) for v in range(n)]
+    plan = _plan(graph)
+    attrs, preds, queues = plan.attrs, plan.preds, plan.queues
+    n = len(attrs)
     finished = bytearray(n)
     waiters: dict[int, simpy.Event] = {}
     metas = graph.graph["layers"]
     nl = len(metas)
-    layers = [LayerStats(name=l["name"], op=l["op"], macs=l["macs"], meta=l) for l in metas]
-    _static_counts(attrs, layers)
+    layers = plan.layer_stats(metas)
     starts = [None] * nl
     ends = [0] * nl
-    queues: dict[str, list[int]] = {}
-    for v in range(n):
-        queues.setdefault(attrs[v]["unit"], []).append(v)
     per_unit = {}  # unit -> (busy, waiting for data, waiting for room) cycles per layer
     bufs = m.buffers
     execute = m.execute
