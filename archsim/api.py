@@ -81,7 +81,7 @@ def _workload_name(model_or_layers) -> str:
 def simulate(model_or_layers, arch: Union[str, Path, ArchSpec] = DEFAULT_ARCH, *, example_input=None,
              formats=None, overrides: Iterable[str] = (), energy_table: str | Path | None = None,
              trace: str | Path | None = None, trace_layers: Iterable[str] | None = None,
-             workload: str | None = None, weights: str | None = None) -> Report:
+             workload: str | None = None, weights: str | None = None, tiles=None) -> Report:
     """Compile (if needed), tile, simulate and cost a model on an architecture.
 
     model_or_layers: zoo name ('resnet18'), nn.Module (+ example_input) or list[LayerSpec]
@@ -90,6 +90,8 @@ def simulate(model_or_layers, arch: Union[str, Path, ArchSpec] = DEFAULT_ARCH, *
     trace:           write a Chrome/Perfetto timeline here (archsim.timeline); `trace_layers` limits it
     workload, weights: what the report says was simulated (default: the zoo
                      name or class name, and the layers' weight formats)
+    tiles:           a workloads.tiling.TileCache, to reuse the tile graph of an
+                     earlier call that maps the layers the same way (sweeps)
     """
     from workloads.tiling import tile
 
@@ -103,7 +105,7 @@ def simulate(model_or_layers, arch: Union[str, Path, ArchSpec] = DEFAULT_ARCH, *
     # dropped inside it: the collector never has to scan its node dicts.
     with gc_paused():
         with progress.over(layers, "tiling") as walked:
-            graph = tile(walked, arch)
+            graph = tiles.tile(walked, arch) if tiles is not None else tile(walked, arch)
         timeline = None
         if trace is not None:
             from .timeline import Timeline

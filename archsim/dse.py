@@ -62,12 +62,18 @@ def check_grid(archs: list[str], grid: dict[str, list]) -> None:
 
 
 def expand(archs: list[str], grid: dict[str, list]) -> list[tuple[str, tuple[str, ...]]]:
-    """Every (architecture, overrides) point of the cartesian product."""
-    keys = sorted(grid)
+    """Every (architecture, overrides) point of the cartesian product; fields
+    no mapper reads (DRAM, clock, energy) vary fastest, so neighbouring
+    points share a tile graph (TileCache)."""
+    from workloads.tiling import NOT_MAPPING
+
+    walk = sorted(grid, key=lambda k: (k.split(".", 1)[0] in NOT_MAPPING, k))
+    keys = sorted(grid)  # each point's overrides, in name order
     points = []
     for arch in archs:
-        for values in itertools.product(*(grid[k] for k in keys)):
-            points.append((arch, tuple(f"{k}={v}" for k, v in zip(keys, values))))
+        for values in itertools.product(*(grid[k] for k in walk)):
+            value = dict(zip(walk, values))
+            points.append((arch, tuple(f"{k}={value[k]}" for k in keys)))
     return points
 
 
@@ -166,6 +172,8 @@ def sweep(layers, archs: list[str], grid: dict[str, list], out: str | Path,
     is simulated in each row's `produced_by` (they are labels; the key hashes
     the layers themselves). on_point(row) follows each simulated point,
     on_reused(row) each point taken from the file."""
+    from workloads.tiling import TileCache
+
     from .api import describe_weights, simulate
 
     out = Path(out)
@@ -174,6 +182,7 @@ def sweep(layers, archs: list[str], grid: dict[str, list], out: str | Path,
     digest = workload_digest(layers)
     weights = weights or describe_weights(layers)
     rows = []
+    tiles = TileCache()  # points that differ only in DRAM, clock or energy share a tile graph
     points = expand(archs, grid)
     for arch_name, overrides in progress.bar(points, desc="sweep", unit="point"):
         arch, resolved = resolve_point(arch_name, overrides, energy_table)
@@ -187,7 +196,7 @@ def sweep(layers, archs: list[str], grid: dict[str, list], out: str | Path,
                 if isinstance(arch, ArchsimError):
                     raise arch
                 row.update(_summary(simulate(layers, arch, energy_table=energy_table, workload=workload,
-                                             weights=weights)), error=None)
+                                             weights=weights, tiles=tiles)), error=None)
             except ArchsimError as e:
                 if e.field and e.field.startswith("--"):
                     raise
