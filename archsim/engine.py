@@ -157,7 +157,7 @@ def _run(graph, arch: ArchSpec, tl) -> Stats:
             t1 = env._now
             for buf, nb in a["alloc"]:
                 if nb > 0:
-                    yield bufs[buf].put(nb)
+                    yield bufs[buf].reserve(nb)
                     if tl is not None:
                         tl.buffer_level(buf, env.now, bufs[buf].level)
             t2 = env._now

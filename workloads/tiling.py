@@ -63,9 +63,13 @@ class _Builder:
         self.dram_choices: list[tuple[dict, str]] = []
 
     def add(self, kind, unit, layer, deps=(), **attrs) -> int:
+        return self.push({"kind": kind, "unit": unit, "layer": layer, "alloc": (), "free": (), "sram": (),
+                          "bytes": 0, "actions": (), **attrs}, deps)
+
+    def push(self, node: dict, deps=()) -> int:
+        """Append a complete node dict (every key of the contract) and its edges."""
         v = len(self.nodes)
-        self.nodes.append({"kind": kind, "unit": unit, "layer": layer, "alloc": (), "free": (), "sram": (),
-                           "bytes": 0, "actions": (), **attrs})
+        self.nodes.append(node)
         edges = self.edges
         for d in deps:
             if d is not None:
@@ -164,8 +168,10 @@ class LayerTiler:
         cycles, actions = self.pe.fold_cost(fold, self._fold_fmt)
         if self.side_load is not None and not self.needs_decode:
             deps = tuple(deps) + (self.side_load,)
-        return self.b.add("compute", "pe", self.li, deps, fold=fold, cycles=cycles, macs=macs, actions=actions,
-                          alloc=alloc, sram=sram)
+        # the node dict spelt out (b.add's keyword packing is measurable: one per compute)
+        return self.b.push({"kind": "compute", "unit": "pe", "layer": self.li, "alloc": alloc, "free": (),
+                            "sram": sram, "bytes": 0, "actions": actions, "fold": fold, "cycles": cycles,
+                            "macs": macs}, deps)
 
     def store(self, nbytes: int, dep: int, free_psum: int, sram_write: int = 0) -> int:
         """Write `nbytes` back to DRAM, freeing `free_psum` of output room."""

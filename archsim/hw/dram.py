@@ -76,11 +76,10 @@ class DRAMChannel:
             return
         rem = min(self._active.values())
         dt = max(1, math.ceil(rem * len(self._active) / self.bw - _EPS))
-        gen = self._gen
-        self.env.timeout(dt).callbacks.append(lambda _e: self._on_timer(gen))
+        self.env.timeout(dt, self._gen).callbacks.append(self._on_timer)
 
-    def _on_timer(self, gen: int):
-        if gen != self._gen:  # superseded by a later arrival or completion
+    def _on_timer(self, timer: simpy.Event):
+        if timer.value != self._gen:  # superseded by a later arrival or completion
             return
         self._advance()
         n = len(self._active)
