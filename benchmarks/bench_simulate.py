@@ -3,8 +3,9 @@ ResNet-18 and ResNet-50 on the 32x32 weight-stationary config, and the cost
 per tile-graph node across model sizes (it must stay flat: cost grows
 linearly with the number of tiles).
 
-Targets on the 2-core development machine (issue 2): ResNet-18 <= 1 s,
-ResNet-50 <= 3 s, <= 300 MB. For scale, SCALE-Sim v3 needs about 230 s and
+Targets on the 2-core development machine: issue 2, ResNet-18 <= 1 s,
+ResNet-50 <= 3 s, <= 300 MB; issue 10, ResNet-18 <= 0.25 s, ResNet-50 <= 0.6 s,
+ResNet-18 simulate() memory <= 100 MB (results: benchmarks/RESULTS.md). For scale, SCALE-Sim v3 needs about 230 s and
 6 GB for ResNet-18 on the same array (tests/data/scalesim/README.md).
 
 Each model runs in a fresh process so that peak RSS is its own. `peak MB`
