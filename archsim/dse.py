@@ -137,8 +137,13 @@ def resolve_point(arch_name: str, overrides: tuple[str, ...], energy_table=None)
 
 
 def point_key(workload_sha256: str, resolved: dict) -> str:
+    # the energy table by content only: a moved checkout (another absolute
+    # path to the same table) must not re-simulate finished points
+    keyed = dict(resolved)
+    if "energy_table" in keyed:
+        keyed["energy_table"] = {"sha256": keyed["energy_table"]["sha256"]}
     return _sha256(json.dumps({"cost_model_version": COST_MODEL_VERSION, "workload": workload_sha256,
-                               **resolved}, sort_keys=True))[:32]
+                               **keyed}, sort_keys=True))[:32]
 
 
 def load_done(path: Path) -> dict[str, dict]:
