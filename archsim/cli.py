@@ -109,25 +109,24 @@ def _layers_from_args(args, arch):
 MAX_FOLDS = 2_000_000
 
 
-def _fold_estimate(layer, arch) -> int:
-    """A rough count of the PE array fold chunks of one layer (a kind without
-    a dataflow is estimated as weight-stationary). ws/is: a streamed chunk's
-    partial sums (cols x acc_bits) must fit in the output buffer's tile room,
-    so each fold has at least S / that many chunks."""
-    pe = arch.pe_array
-    dataflow, acc_bits = getattr(pe, "dataflow", "ws"), getattr(pe, "acc_bits", 32)
-    ceil = lambda a, b: -(-a // b)
-    if dataflow == "os":
-        return layer.groups * ceil(layer.M, pe.rows) * ceil(layer.N, pe.cols)
-    ncol, S = (layer.N, layer.M) if dataflow == "ws" else (layer.M, layer.N)
-    per_chunk = max(1, arch.buffers.output.tile_limit_bytes // max(1, ceil(pe.cols * acc_bits, 8)))
-    return layer.groups * ceil(layer.K, pe.rows) * ceil(ncol, pe.cols) * ceil(S, per_chunk)
+def _pe_kind(arch):
+    from archsim.hw import registry
+
+    return registry.create("pe_array", arch.pe_array.kind, arch.pe_array, arch, source=arch.path,
+                           field="pe_array.kind")
+
+
+def fold_estimate(layers, arch) -> int:
+    """The layers' fold chunks on `arch`, roughly, as its PE kind estimates them."""
+    pe = _pe_kind(arch)
+    return sum(pe.fold_estimate(L) for L in layers)
 
 
 def _check_size(layers, arch, source: str, flag: str) -> None:
+    pe = _pe_kind(arch)
     total = 0
     for L in layers:
-        total += _fold_estimate(L, arch)
+        total += pe.fold_estimate(L)
         if total > MAX_FOLDS:
             raise ArchsimError(f"more than {MAX_FOLDS:,} PE-array folds up to layer {L.name} on a "
                                f"{arch.pe_array.rows}x{arch.pe_array.cols} array: too large to simulate "

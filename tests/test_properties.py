@@ -21,7 +21,7 @@ import hypothesis  # noqa: E402  (the test extra installs it)
 from hypothesis import assume, given, strategies as st
 from hypothesis.control import _current_build_context  # noqa: E402  # noqa: E402
 
-from archsim.cli import _fold_estimate  # noqa: E402
+from archsim.cli import fold_estimate  # noqa: E402
 from archsim.config import load_arch  # noqa: E402
 from archsim.engine import run  # noqa: E402
 from archsim.errors import ArchsimError  # noqa: E402
@@ -148,7 +148,7 @@ def cases(draw):
     for L in layers:
         if L.op != "matmul":
             L.fmt = fmt
-    assume(sum(_fold_estimate(L, arch) for L in layers) <= MAX_FOLDS)
+    assume(fold_estimate(layers, arch) <= MAX_FOLDS)
     return layers, arch
 
 
@@ -286,7 +286,7 @@ def test_bigger_array_never_streams_longer(case, grow_r, grow_c):
     pe = arch.pe_array
     big_arch = arch.with_overrides([f"pe_array.rows={pe.rows * grow_r}", f"pe_array.cols={pe.cols * grow_c}"])
     assume(small is not None)
-    assume(sum(_fold_estimate(L, big_arch) for L in layers) <= MAX_FOLDS)
+    assume(fold_estimate(layers, big_arch) <= MAX_FOLDS)
     big = simulate(layers, big_arch)
     assume(big is not None)
     assert _streamed_cycles(big[0], big[1], big_arch) <= _streamed_cycles(small[0], small[1], arch)

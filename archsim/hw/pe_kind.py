@@ -92,6 +92,20 @@ class PEKind:
         """Name of the loop order chosen for this layer (shown in the report)."""
         return ""
 
+    def fold_estimate(self, layer) -> int:
+        """A rough count of the layer's fold chunks (the CLI refuses a run
+        whose total is too large to simulate), weight-stationary unless a
+        kind says otherwise."""
+        return self._stationary_fold_estimate(layer, layer.N, layer.M)
+
+    def _stationary_fold_estimate(self, layer, ncol: int, S: int) -> int:
+        # a streamed chunk's partial sums (cols x acc_bits) must fit in the
+        # output buffer's tile room, so each fold has at least S / that many chunks
+        ceil = lambda a, b: -(-a // b)
+        psum_bytes = max(1, ceil(self.cols * getattr(self, "acc_bits", 32), 8))
+        per_chunk = max(1, self.arch.buffers.output.tile_limit_bytes // psum_bytes)
+        return layer.groups * ceil(layer.K, self.rows) * ceil(ncol, self.cols) * ceil(S, per_chunk)
+
     # -- one fold -------------------------------------------------------------
     def fold_cycles(self, fold: Fold, fmt) -> int:
         raise NotImplementedError

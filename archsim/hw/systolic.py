@@ -130,6 +130,13 @@ class SystolicArray(PEKind):
     def loop_order(self, t) -> str:
         return getattr(t, "loop_order", self.dataflow)
 
+    def fold_estimate(self, layer) -> int:
+        if self.dataflow == "os":
+            return layer.groups * -(-layer.M // self.rows) * -(-layer.N // self.cols)
+        if self.dataflow == "is":
+            return self._stationary_fold_estimate(layer, layer.M, layer.N)
+        return super().fold_estimate(layer)
+
     def map_layer(self, t):
         if self.dataflow == "os":
             return self._map_output_stationary(t)
