@@ -158,14 +158,6 @@ def load_done(path: Path) -> dict[str, dict]:
     return done
 
 
-def _summary(report) -> dict:
-    t = report.totals
-    return {"latency_cycles": t["total_cycles"], "latency_ms": t["latency_ms"],
-            "energy_uj": t["energy_total_pj"] / 1e6, "area_mm2": report.area_um2["total"] / 1e6,
-            "utilisation": t["utilisation"], "stall_cycles": t["stall_cycles"],
-            "dram_bytes": t["dram_read_bytes"] + t["dram_write_bytes"]}
-
-
 def sweep(layers, archs: list[str], grid: dict[str, list], out: str | Path,
           on_point: Callable[[dict], None] | None = None, *, workload: str = "", weights: str = "",
           energy_table: str | Path | None = None,
@@ -200,8 +192,8 @@ def sweep(layers, archs: list[str], grid: dict[str, list], out: str | Path,
             try:
                 if isinstance(arch, ArchsimError):
                     raise arch
-                row.update(_summary(simulate(layers, arch, energy_table=energy_table, workload=workload,
-                                             weights=weights, tiles=tiles)), error=None)
+                row.update(simulate(layers, arch, energy_table=energy_table, workload=workload,
+                                     weights=weights, tiles=tiles).headline(), error=None)
             except ArchsimError as e:
                 if e.field and e.field.startswith("--"):
                     raise

@@ -56,12 +56,7 @@ def evaluate_point(layers, arch_data: dict, arch_source: str, overrides: list[st
         _TILES = TileCache()
     arch = load_arch_dict(arch_data, overrides, source=arch_source)
     em = EnergyModel(arch, table)
-    rep = build_report(run(_TILES.tile(layers, arch), arch), arch, em)
-    t = rep.totals
-    lat_ms, e_uj = t["latency_ms"], t["energy_total_pj"] / 1e6
-    return {"latency_ms": lat_ms, "energy_uj": e_uj, "edp_uj_ms": lat_ms * e_uj,
-            "area_mm2": rep.area_um2["total"] / 1e6, "utilisation": t["utilisation"],
-            "dram_bytes": t["dram_read_bytes"] + t["dram_write_bytes"]}
+    return build_report(run(_TILES.tile(layers, arch), arch), arch, em).headline()
 
 
 def evaluate_points(layers, arch_data: dict, arch_source: str, overrides_list: list, table) -> list:

@@ -50,6 +50,15 @@ class Report:
     # data / waited for buffer room, SRAM bytes read and written per buffer, DRAM bytes read per buffer
     layer_counters: list[dict] = field(default_factory=list)
 
+    def headline(self) -> dict:
+        """The whole-network numbers a sweep row or a study point records."""
+        t = self.totals
+        lat_ms, e_uj = t["latency_ms"], t["energy_total_pj"] / 1e6
+        return {"latency_cycles": t["total_cycles"], "latency_ms": lat_ms, "energy_uj": e_uj,
+                "edp_uj_ms": lat_ms * e_uj, "area_mm2": self.area_um2["total"] / 1e6,
+                "utilisation": t["utilisation"], "stall_cycles": t["stall_cycles"],
+                "dram_bytes": t["dram_read_bytes"] + t["dram_write_bytes"]}
+
     def describe(self) -> str:
         """One line: what ran on what, e.g. `resnet20, weights vq:k=256,d=16, on vq32_ws (pe_array.rows=64)`."""
         parts = [self.workload or "layers"]
