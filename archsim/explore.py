@@ -118,7 +118,9 @@ class LocalExecutor(_Executor):
 
     def close(self):
         if self._pool is not None:
-            self._pool.shutdown()
+            # after Ctrl-C, jobs still queued are dropped, not run (their trials
+            # stay RUNNING in the store and run again on resume)
+            self._pool.shutdown(cancel_futures=True)
 
 
 class DaskExecutor(_Executor):
