@@ -391,15 +391,17 @@ class TileCache:
 
     def tile(self, layers: list[LayerSpec], arch: ArchSpec) -> TileGraph:
         key = self._keys(layers, arch)
-        g = self._graphs.get(key)
-        if g is not None and all(_cheapest(counts, arch.dram) == chosen
-                                 for counts, chosen in g.graph["dram_choices"]):
+        hit = self._graphs.get(key)
+        if hit is not None and all(_cheapest(counts, arch.dram) == chosen
+                                   for counts, chosen in hit[0].graph["dram_choices"]):
             self._graphs.move_to_end(key)
             self.hits += 1
-            return g
+            return hit[0]
         self.misses += 1
         g = tile(layers, arch)
-        self._graphs[key] = g
+        # the key holds activation profiles by id(): the entry keeps them alive
+        # while it is cached, so no other profile can take their ids
+        self._graphs[key] = (g, [L.act_profile for L in layers])
         self._graphs.move_to_end(key)
         while len(self._graphs) > self.size:
             self._graphs.popitem(last=False)

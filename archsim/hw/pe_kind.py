@@ -74,9 +74,10 @@ class PEKind:
 
     # -- mapping --------------------------------------------------------------
     # True when map_layer's nodes depend only on the layer (shape, format,
-    # profile) and the architecture: the tiler then replays a repeated
-    # layer's nodes instead of running the nest again. A kind that keeps
-    # state across layers (or waits on earlier layers' nodes) sets False.
+    # profile) and the architecture, and it touches no earlier layer's nodes:
+    # the tiler then replays a repeated layer's nodes instead of running the
+    # nest again. A kind that keeps state across layers (or waits on earlier
+    # layers' nodes) sets False.
     layers_independent = True
 
     def map_layer(self, t) -> int | None:
