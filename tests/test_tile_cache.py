@@ -1,6 +1,9 @@
 """Tile-graph reuse: repeated layers replayed inside one tile() call, and
 TileCache across architectures that map the workload the same way. Both
 must give exactly the graph a fresh tile() builds."""
+import copy
+import pickle
+
 import pytest
 
 from archsim.config import load_arch
@@ -8,6 +11,7 @@ from archsim.engine import run
 from archsim.hw.systolic import SystolicArray
 from workloads import zoo
 from workloads.compile import trace
+from workloads.profile import ActProfile
 from workloads.tiling import TileCache, tile
 
 # a small output buffer: ResNet-20's partial sums overflow it, so the
@@ -58,3 +62,19 @@ def test_a_changed_choice_or_mapping_field_misses(layers):
     rows = ARCH.with_overrides(["pe_array.rows=16"])
     assert cache.tile(layers, rows) is not first
     assert cache.misses == 3 and len(cache._graphs) == 2  # the oldest was dropped
+
+
+def test_equal_activation_profiles_hit_and_different_ones_miss(layers):
+    # study workers unpickle their inputs: equal profiles arrive as new objects
+    def with_profiles(bits):
+        out = [copy.copy(L) for L in layers]
+        for L in out:
+            L.act_profile = ActProfile(act_bits=8, signed=False, max_abs=1.0, precision_bits=bits,
+                                       mean_essential_bits=1.0, zero_fraction=0.0, reduction=L.K,
+                                       n_vectors=1, lanes=((16, (1.0,), (2.0,)),))
+        return out
+    cache = TileCache()
+    first = cache.tile(with_profiles(4), ARCH)
+    assert cache.tile(pickle.loads(pickle.dumps(with_profiles(4))), ARCH) is first
+    assert cache.tile(with_profiles(5), ARCH) is not first
+    assert (cache.hits, cache.misses) == (1, 2)

@@ -288,7 +288,7 @@ def _layer_key(L: LayerSpec, t: LayerTiler):
     """Everything a layer's nodes depend on besides the architecture: its
     shape, format and activation profile (not its name), and which outside
     nodes it waits for."""
-    return (L.op, L.M, L.N, L.K, L.groups, L.conv, L.in_elems, L.fmt, id(L.act_profile),
+    return (L.op, L.M, L.N, L.K, L.groups, L.conv, L.in_elems, L.fmt, L.act_profile,
             t.prev_store is None, t.side_load is None)
 
 
@@ -384,7 +384,7 @@ class TileCache:
 
     @staticmethod
     def _keys(layers, arch: ArchSpec):
-        lk = tuple((L.name, L.op, L.M, L.N, L.K, L.groups, L.conv, L.in_elems, L.fmt, id(L.act_profile))
+        lk = tuple((L.name, L.op, L.M, L.N, L.K, L.groups, L.conv, L.in_elems, L.fmt, L.act_profile)
                    for L in layers)
         dump = arch.model_dump(mode="json")
         return lk, json.dumps({k: v for k, v in dump.items() if k not in NOT_MAPPING}, sort_keys=True)
@@ -393,15 +393,13 @@ class TileCache:
         key = self._keys(layers, arch)
         hit = self._graphs.get(key)
         if hit is not None and all(_cheapest(counts, arch.dram) == chosen
-                                   for counts, chosen in hit[0].graph["dram_choices"]):
+                                   for counts, chosen in hit.graph["dram_choices"]):
             self._graphs.move_to_end(key)
             self.hits += 1
-            return hit[0]
+            return hit
         self.misses += 1
         g = tile(layers, arch)
-        # the key holds activation profiles by id(): the entry keeps them alive
-        # while it is cached, so no other profile can take their ids
-        self._graphs[key] = (g, [L.act_profile for L in layers])
+        self._graphs[key] = g
         self._graphs.move_to_end(key)
         while len(self._graphs) > self.size:
             self._graphs.popitem(last=False)
