@@ -155,10 +155,11 @@ def _model_and_input(study: Study):
     from workloads import zoo
 
     w = study.workload
-    if w.checkpoint == "fmnist_cnn":
-        from workloads.zoo.fmnist_cnn import load_fmnist_cnn
+    if w.checkpoint is not None:
+        from workloads.zoo.fmnist_models import FMNIST_MODELS, load_fmnist_model
 
-        return load_fmnist_cnn(), torch.zeros(w.batch, 1, 28, 28)
+        size = FMNIST_MODELS[w.checkpoint][1]
+        return load_fmnist_model(w.checkpoint), torch.zeros(w.batch, 1, size, size)
     return zoo.build(w.model), zoo.default_input(w.model, batch=w.batch)
 
 
@@ -190,6 +191,8 @@ class Workload:
         w = self.study.workload
         key_data = {"model": self.model_id, "method": method, "params": params, "seed": self.study.seed,
                     "eval": [w.eval_images, w.calib_batches] if need_acc else None}
+        if need_acc and w.finetune_steps and method != "none":
+            key_data["finetune_steps"] = w.finetune_steps  # absent when 0: older caches stay valid
         key = hashlib.sha256(json.dumps(key_data, sort_keys=True).encode()).hexdigest()[:24]
         path = self.cache_dir / f"{key}.json"
         if path.exists():
@@ -216,6 +219,12 @@ class Workload:
                                seed=self.study.seed, num_threads=1, **params)
             except CompressionError as e:
                 raise ArchsimError(str(e), file=self.study.path, field=f"compression.params.{method}") from None
+            steps = self.study.workload.finetune_steps
+            if need_acc and steps:
+                from workloads.compression import finetune_result
+
+                res = finetune_result(res, self._model, self._training_batches(steps), steps,
+                                      seed=self.study.seed, progress=False)
             formats = {k: f.describe() for k, f in res.formats.items()}
             model = res.model
         return {"formats": formats, "accuracy": self._accuracy(model) if need_acc else None}
@@ -224,17 +233,30 @@ class Workload:
         import torch
 
         from workloads.datasets import iterate_batches, load_fashion_mnist, to_float_tensor
+        from workloads.zoo.fmnist_models import prepare_images
 
         x, y = load_fashion_mnist("train")
-        xs = to_float_tensor(x[: 256 * self.study.workload.calib_batches])
+        xs = prepare_images(self.study.workload.checkpoint, to_float_tensor(x[: 256 * self.study.workload.calib_batches]))
         return list(iterate_batches(xs, torch.as_tensor(y[: len(xs)]).long(), 256))
+
+    def _training_batches(self, steps: int) -> list:
+        """The fine-tuning batches: the same for every setting (the table
+        script's recipe: one seeded shuffle of the training set, 128 a batch)."""
+        from workloads.datasets import load_fashion_mnist, training_batches
+        from workloads.zoo.fmnist_models import prepare_images
+
+        x, y = load_fashion_mnist("train", as_tensor=True, normalize=True)
+        name = self.study.workload.checkpoint
+        return training_batches(x, y, 128, steps, self.study.seed, transform=lambda xb: prepare_images(name, xb))
 
     def _accuracy(self, model) -> float:
         """Top-1 (%) on the first eval_images test images, by the shared
         evaluator (workloads.evaluate, itself cached by weights + data)."""
         from workloads.evaluate import EvalSet, evaluate
+        from workloads.zoo.fmnist_models import FMNIST_MODELS
 
-        data = EvalSet.fashion_mnist("test", size=self.study.workload.eval_images)
+        w = self.study.workload
+        data = EvalSet.fashion_mnist("test", size=w.eval_images, input_size=FMNIST_MODELS[w.checkpoint][1])
         return 100 * evaluate(model, data, cache_dir=self.cache_dir / "eval")["top1"]
 
     def layers_for(self, formats: dict) -> list:

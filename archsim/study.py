@@ -2,8 +2,9 @@
 architecture (unknown keys are errors, every mistake names file and field).
 
     name: r18_arrays
-    workload: {model: resnet18}            # or {topology: file.csv}, or
-                                           # {checkpoint: fmnist_cnn} (trained, with its test set)
+    workload: {model: resnet18}            # or {topology: file.csv}, or {checkpoint: fmnist_cnn}
+                                           # (trained, with its test set; finetune_steps: 200
+                                           # fine-tunes each compression setting before scoring it)
     archs: [sa32_ws]                       # base architectures
     space:                                 # any architecture field, by its dotted path
       pe_array.rows: {choices: [16, 32, 64]}
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Literal, Optional, Union
 
 import yaml
-from pydantic import Field, PositiveInt, ValidationError, field_validator, model_validator
+from pydantic import Field, NonNegativeInt, PositiveInt, ValidationError, field_validator, model_validator
 
 from .errors import ArchsimError
 from .hw.pe_kind import ComponentSpec
@@ -66,11 +67,14 @@ class Param(ComponentSpec):
 class Workload(ComponentSpec):
     model: Optional[str] = None
     topology: Optional[str] = None
-    checkpoint: Optional[Literal["fmnist_cnn"]] = Field(
+    checkpoint: Optional[Literal["fmnist_cnn", "resnet20_fmnist", "vit_fmnist"]] = Field(
         None, description="a trained model shipped with archsim; its real test set gives accuracy")
     batch: PositiveInt = 1
     eval_images: PositiveInt = Field(2000, description="test images scored per compression setting")
     calib_batches: PositiveInt = Field(4, description="training batches of 256 handed to compress()")
+    finetune_steps: NonNegativeInt = Field(
+        0, description="steps of the shared compression-aware fine-tuning (batches of 128 training "
+                       "images) per compression setting, before it is scored; accuracy studies only")
 
     @model_validator(mode="after")
     def _one_source(self):

@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from workloads.compression import compress, finetune_result  # noqa: E402
-from workloads.datasets import iterate_batches, load_fashion_mnist  # noqa: E402
+from workloads.datasets import load_fashion_mnist, training_batches  # noqa: E402
 from workloads.evaluate import EvalSet, evaluate  # noqa: E402
 from workloads.zoo.fmnist_models import FMNIST_MODELS, load_fmnist_model, prepare_images  # noqa: E402
 
@@ -92,19 +92,6 @@ def ablations(first_layer: str) -> list:
             ("abl: SWIS N=1 every group", "swis", dict(group_size=16, shared_bits=1, scale_bits=16))]
 
 
-def calib_batches(x, y, batch, steps, seed, model_name):
-    """The fine-tuning data: `steps` batches of one seeded shuffle of the
-    training set (wrapping into a second shuffle if needed)."""
-    gen = torch.Generator().manual_seed(seed)
-    out = []
-    while len(out) < steps:
-        for xb, yb in iterate_batches(x, y, batch, shuffle=True, generator=gen, drop_last=True):
-            out.append((prepare_images(model_name, xb), yb))
-            if len(out) == steps:
-                break
-    return out
-
-
 def settings_str(params: dict) -> str:
     return " ".join(f"{k}={v}" for k, v in params.items() if k not in ("steps",))
 
@@ -136,7 +123,8 @@ def main():
     base = load_fmnist_model(name)
     x_tr, y_tr = load_fashion_mnist("train", as_tensor=True, normalize=True)
     test = EvalSet.fashion_mnist("test", size=args.test_size, input_size=size)
-    batches = calib_batches(x_tr, y_tr, args.batch_size, args.steps, args.seed, name)
+    batches = training_batches(x_tr, y_tr, args.batch_size, args.steps, args.seed,
+                               transform=lambda xb: prepare_images(name, xb))
     if args.dry_run:
         for method, pts in CANDIDATES.items():
             for point, cands in pts.items():

@@ -197,6 +197,27 @@ def test_accuracy_in_the_loop_is_computed_once_per_setting(tmp_path, monkeypatch
     assert len(list((tmp_path / "o" / "cache").glob("*.json"))) == 2  # none, int:4
 
 
+@pytest.mark.skipif(not fashion_mnist_available(), reason="Fashion-MNIST not installed: "
+                    "apt-get install dataset-fashion-mnist")
+def test_finetune_steps_fine_tune_each_setting_before_it_is_scored(tmp_path):
+    # ResNet-20 takes 32x32 inputs: calibration, fine-tuning and test images are padded
+    def study(steps):
+        path = tmp_path / f"ft{steps}.yaml"
+        path.write_text(yaml.safe_dump({
+            "name": f"ft{steps}", "workload": {"checkpoint": "resnet20_fmnist", "eval_images": 300,
+                                               "calib_batches": 1, "finetune_steps": steps},
+            "compression": {"method": {"choices": ["none", "int"]}, "params": {"int": {"bits": {"choices": [2]}}}},
+            "objectives": ["latency", "accuracy"], "sampler": "grid", "trials": 2}))
+        df = results_dataframe(explore(load_study(path), tmp_path / "o", LocalExecutor(1)))
+        return df.set_index("param:method")
+
+    plain, tuned = study(0), study(10)
+    assert plain.loc["none", "accuracy"] == tuned.loc["none", "accuracy"] > 90  # FP32 is never fine-tuned
+    assert tuned.loc["int", "accuracy"] > plain.loc["int", "accuracy"] + 5  # INT2 recovers with 10 steps
+    assert tuned.loc["int", "latency_ms"] == plain.loc["int", "latency_ms"]  # the same formats
+    assert len(list((tmp_path / "o" / "cache").glob("*.json"))) == 3  # none is shared
+
+
 def test_compare_two_designs_draws_their_per_layer_breakdown(tmp_path, capsys):
     path = write_study(tmp_path, space={"pe_array.rows": {"choices": [8, 32]}})
     out = tmp_path / "o"

@@ -14,7 +14,7 @@ import gzip
 import os
 import struct
 from pathlib import Path
-from typing import Iterator, Optional, Tuple, Union
+from typing import Callable, Iterator, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -150,3 +150,20 @@ def iterate_batches(
         else:
             idx = order[start:start + batch_size]
             yield images[idx], labels[idx]
+
+
+def training_batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int, steps: int, seed: int,
+                     transform: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> list:
+    """Fine-tuning data: `steps` full batches of one seeded shuffle of the
+    training set, wrapping into a further shuffle if one epoch is not enough.
+    The same (seed, batch_size) gives the same batches to every method."""
+    if steps > 0 and len(images) < batch_size:
+        raise ValueError(f"{len(images)} images make no full batch of {batch_size}")
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    while len(out) < steps:
+        for xb, yb in iterate_batches(images, labels, batch_size, shuffle=True, generator=gen, drop_last=True):
+            out.append((transform(xb) if transform else xb, yb))
+            if len(out) == steps:
+                break
+    return out
