@@ -92,14 +92,32 @@ def _layers_from_args(args, arch):
     if args.topology:
         from workloads.scalesim_import import read_topology
 
+        if args.profile:
+            raise ArchsimError("needs --model: a topology CSV has no network to run inputs through",
+                               field="--profile")
         layers = read_topology(args.topology)
     else:
         layers = to_layers(args.model)
+        if args.profile:
+            _attach_synthetic_profiles(layers, args.model, args.profile)
     if fmt is not None:
         for L in layers:
             if L.op != "matmul":
                 L.fmt = fmt.for_layer(L)  # per-layer fields (PQ's cout) from the layer
     return layers
+
+
+def _attach_synthetic_profiles(layers, name: str, n: int) -> None:
+    """--profile N: the activation statistics Stripes and Pragmatic read,
+    from N seeded standard-normal inputs through the zoo model's seeded
+    weights. Synthetic, like those weights; a profile of real data comes from
+    the API (workloads.profile.profile_activations on real inputs)."""
+    from workloads import zoo
+    from workloads.profile import attach_profiles, profile_activations
+
+    with progress.spinner(f"profiling {name}'s activations on {n} synthetic inputs"):
+        prof = profile_activations(zoo.build(name), zoo.default_input(name, batch=n, seed=1))
+    attach_profiles(layers, prof)
 
 
 # Most PE-array folds one command line run may tile and simulate: every fold
@@ -307,6 +325,16 @@ def cmd_reproduce(args) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return n
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="archsim", description="Simulate DNN accelerators running compressed models.")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -324,6 +352,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--topology", help="a SCALE-Sim topology CSV instead of --model")
         sp.add_argument("--weights", metavar="FORMAT[:k=v,...]", help=weights_help())
         sp.add_argument("--energy-table", help="CSV energy table replacing the architecture's")
+        sp.add_argument("--profile", type=_positive_int, metavar="N",
+                        help="record activation statistics (what stripes and pragmatic arrays read) from N "
+                             "seeded standard-normal inputs through the model: synthetic, like zoo weights")
 
     r = sub.add_parser("run", help="simulate a model on an architecture and print the per-layer report")
     add_workload_opts(r)

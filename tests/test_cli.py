@@ -38,6 +38,16 @@ def test_run_with_vq_weights_on_the_vq_accelerator(tmp_path, capsys):
     assert data["totals"]["codebook_lookups"] > 0
 
 
+def test_profile_lets_the_bit_serial_arrays_run_from_the_command_line(tmp_path, capsys):
+    err = _user_error(capsys, ["run", "--model", "resnet20", "--arch", "stripes16", "--out", str(tmp_path)])
+    assert "--profile N" in err and "pe_array.precision" in err
+    assert main(["run", "--model", "resnet20", "--arch", "stripes16", "--profile", "8",
+                 "--out", str(tmp_path), "--no-plot"]) == 0
+    layers = json.loads((tmp_path / "resnet20_stripes16" / "report.json").read_text())["layers"]
+    assert len(layers) == 22 and all(L["compute_cycles"] > 0 for L in layers)
+    assert "--model" in _user_error(capsys, ["run", "--topology", "x.csv", "--profile", "8"])
+
+
 def test_validate_ok_and_set_override(capsys):
     assert main(["validate", str(ROOT / "arch_configs" / "sa32_ws.yaml"), "--set", "pe_array.rows=8"]) == 0
     assert "8x32 systolic ws" in capsys.readouterr().out

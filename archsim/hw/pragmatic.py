@@ -44,7 +44,8 @@ class PragmaticArray(BitSerialArray):
         prof = L.act_profile
         if prof is None:
             t.refuse("pragmatic needs the layer's activation profile (workloads.profile.profile_activations "
-                     "+ attach_profiles): its cycles come from the recorded essential bits", "pe_array.kind")
+                     "+ attach_profiles; archsim run: --profile N): its cycles come from the recorded essential bits",
+                     "pe_array.kind")
         if prof.reduction != L.K:
             t.refuse(f"activation profile is for a reduction of {prof.reduction}, the layer has {L.K}",
                      "pe_array.kind")

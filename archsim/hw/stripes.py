@@ -45,7 +45,8 @@ class StripesArray(BitSerialArray):
         prof = t.layer.act_profile
         if prof is None:
             t.refuse("stripes with precision: profile needs the layer's activation profile "
-                     "(workloads.profile.profile_activations + attach_profiles), or set a fixed precision",
+                     "(workloads.profile.profile_activations + attach_profiles; archsim run: --profile N), "
+                     "or set a fixed precision",
                      "pe_array.precision")
         return max(1, min(prof.precision_bits, s.act_bits))
 
