@@ -16,7 +16,16 @@ from archsim.study import OBJECTIVES  # noqa: E402
 
 
 def _label(row) -> str:
-    return " ".join(f"{k[6:]}={row[k]}" for k in row.index if k.startswith("param:") and row[k] == row[k])
+    """'#8: rows=32 cols=32 bandwidth_bytes_per_cycle=25.6 vq k=256 d=8': the
+    trial and its parameters by their last name (the method by its value)."""
+    parts = []
+    for k in row.index:
+        v = row[k]
+        if not k.startswith("param:") or v != v:  # NaN: a parameter of another method
+            continue
+        v = f"{v:g}" if isinstance(v, float) else str(v)
+        parts.append(v if k == "param:method" else f"{k.split('.')[-1]}={v}")
+    return f"#{row['trial']}: " + " ".join(parts)
 
 
 def plot_fronts(df, objectives: list[str], path: str | Path):
@@ -41,8 +50,9 @@ def plot_fronts(df, objectives: list[str], path: str | Path):
                        label="infeasible")
         front = pareto_rows(ok, [objectives[i], objectives[j]]).sort_values(keys[i])
         ax.plot(front[keys[i]], front[keys[j]], "o-", c="C3", label="Pareto front")
-        for _, r in front.iterrows():
-            ax.annotate(_label(r), (r[keys[i]], r[keys[j]]), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        for _, r in front.iterrows():  # by trial number: the parameters are in the last panel's legend
+            ax.annotate(f"#{r['trial']}", (r[keys[i]], r[keys[j]]), fontsize=7, xytext=(3, 3),
+                        textcoords="offset points")
         ax.set_xlabel(keys[i])
         ax.set_ylabel(keys[j])
         ax.legend(fontsize="small")
@@ -52,9 +62,11 @@ def plot_fronts(df, objectives: list[str], path: str | Path):
         lo, hi = ok[keys].min(), ok[keys].max()
         span = (hi - lo).where(hi > lo, 1.0)
         for n, (_, r) in enumerate(front.iterrows()):
-            ax.plot(range(len(keys)), [(r[k] - lo[k]) / span[k] for k in keys], "o-", c=f"C{n % 10}", alpha=0.8)
+            ax.plot(range(len(keys)), [(r[k] - lo[k]) / span[k] for k in keys], "o-", c=f"C{n % 10}", alpha=0.8,
+                    label=_label(r))
         ax.set_xticks(range(len(keys)), keys)
         ax.set_ylabel("scaled to the study's range (0 = lowest)")
+        ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.1))
     ax.set_title(f"front of {len(front)} designs (parallel coordinates)")
     fig.savefig(path, dpi=110)
 
