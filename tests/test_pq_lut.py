@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, strategies as st
 from torch import nn
 
 from archsim.api import simulate
@@ -117,8 +118,45 @@ def test_lut_tile_that_cannot_fit_is_a_one_line_error(tmp_path, capsys):
                "--set", "buffers.weight.capacity_bytes=1024", "--no-plot", "--out", str(tmp_path)])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and "buffers.weight.capacity_bytes" in err
-    with pytest.raises(ArchsimError, match="pe_array.proto_buffer_bytes"):
-        tile([pq_layer(64, 4608, 64)], load_arch("pqa"))
+    with pytest.raises(ArchsimError, match="pe_array.proto_buffer_bytes"):  # one subspace: 16 x 9 B
+        tile([pq_layer(64, 4608, 64)], load_arch("pqa", ["pe_array.proto_buffer_bytes=128"]))
+
+
+@pytest.mark.parametrize("double", [True, False])
+def test_prototypes_larger_than_their_buffer_stream_in_parts(double):
+    # ResNet-18's layer4 3x3 convolution: 512 subspaces of 16 x 9 B = 73,736 B with the scales
+    L = pq_layer(49, 4608, 512)
+    full = 512 * 16 * 9 + 8
+    arch = load_arch("pqa", [f"pe_array.proto_double_buffered={str(double).lower()}"])
+    g = tile([L], arch)
+    loads = [a["bytes"] for _, a in g.nodes(data=True) if a.get("buf") == "proto"]
+    comp = [a for _, a in g.nodes(data=True) if a["kind"] == "compute"]
+    encodes = [a for a in comp if a["fold"].first]
+    passes = sum(1 for a in encodes if a["fold"].last)  # (LUT tile, column chunk) passes that encode
+    room = 65536 // 2 if double else 65536
+    assert max(loads) <= room and sum(loads) == passes * full  # every encoding pass loads every part
+    assert len(loads) == len(encodes) and len(encodes) > passes  # one node per part
+    assert sum(a["macs"] for a in comp) == L.macs
+    assert sum(a["fold"].rows_used for a in encodes) == passes * 512  # every subspace encoded once a pass
+    stores = [a for _, a in g.nodes(data=True) if a["kind"] == "store"]
+    assert sum(a["bytes"] for a in stores) == L.M * L.N  # partial sums are never written out
+    st = run(g, arch)
+    assert st.buffer_end_bytes == {"weight": 0, "input": 0, "output": 0}
+    assert st.layers[0].dram_read_by_buffer["proto"] == passes * full
+    # against a prototype buffer that holds them all: the same lookups, a few
+    # more pipeline fills and drains, more prototype traffic
+    big = load_arch("pqa", ["pe_array.proto_buffer_bytes=131072"])
+    ref = run(tile([pq_layer(49, 4608, 512)], big), big).layers[0]
+    assert ref.dram_read_by_buffer["proto"] == full
+    lay = st.layers[0]
+    assert lay.busy_cycles["pe.lut"] == ref.busy_cycles["pe.lut"]
+    assert lay.busy_cycles["pe.dist"] == ref.busy_cycles["pe.dist"]
+    assert ref.compute_cycles <= lay.compute_cycles <= 1.1 * ref.compute_cycles
+
+
+def test_resnet18_runs_on_pqa(tmp_path):
+    assert main(["run", "--model", "resnet18", "--arch", "pqa", "--weights", "pq:Ls=9,Np=16",
+                 "--no-plot", "--out", str(tmp_path)]) == 0
 
 
 def test_dense_layers_are_refused_in_one_line():
@@ -189,3 +227,52 @@ def test_compressed_pq_model_simulates_end_to_end():
     # conv2: 4x4 output pixels, K = 72 -> Ns = 8, Cout 16: max(ceil(9/4)*1, 1) * 1 = 3 per column
     assert L["compute_cycles"] >= 16 * 3
     assert rep.layers[2]["dram_read_bytes"] >= 30 * 8 * 10 * 2  # fc's LUT: Ns=ceil(256/9)=29..
+
+
+@st.composite
+def pq_cases(draw):
+    """A PQ linear layer on a PQA array with random vector widths and buffers,
+    the prototype buffer often smaller than the layer's prototypes."""
+    Ls, Np = draw(st.integers(1, 12)), draw(st.integers(1, 32))
+    L = pq_layer(draw(st.integers(1, 96)), draw(st.integers(1, 1200)), draw(st.integers(1, 160)), Ls, Np)
+    ov = [f"pe_array.{k}={draw(st.integers(1, 32))}" for k in ("ls_vec", "np_vec", "ns_vec", "nout_vec")]
+    ov += [f"pe_array.proto_buffer_bytes={draw(st.integers(5, 17).map(lambda e: 2 ** e))}",
+           f"pe_array.proto_double_buffered={str(draw(st.booleans())).lower()}",
+           f"pe_array.fifo_depth={draw(st.integers(1, 4))}",
+           f"dram.bandwidth_bytes_per_cycle={draw(st.sampled_from([3.2, 51.2, 400.0]))}"]
+    for buf in ("weight", "input", "output"):
+        ov.append(f"buffers.{buf}.capacity_bytes={draw(st.integers(10, 20).map(lambda e: 2 ** e))}")
+        ov.append(f"buffers.{buf}.double_buffered={str(draw(st.booleans())).lower()}")
+    return L, ov
+
+
+@given(pq_cases())
+def test_pq_lut_invariants_with_streamed_prototypes(case):
+    L, ov = case
+    arch = load_arch("pqa", ov)
+    try:
+        g = tile([L], arch)
+    except ArchsimError:
+        return  # a buffer too small for one tile: an allowed, one-line refusal
+    comp = [a for _, a in g.nodes(data=True) if a["kind"] == "compute"]
+    stores = [a for _, a in g.nodes(data=True) if a["kind"] == "store"]
+    assert sum(a["macs"] for a in comp) == L.macs
+    assert sum(a["bytes"] for a in stores) == L.M * L.N
+    Ns = math.ceil(L.K / L.fmt.Ls)
+    encodes = [a for a in comp if a["fold"].first]
+    passes = sum(1 for a in encodes if a["fold"].last)
+    assert sum(a["fold"].rows_used for a in encodes) == passes * Ns  # each pass encodes every subspace once
+    st_ = run(g, arch)
+    assert st_.buffer_end_bytes == {"weight": 0, "input": 0, "output": 0}
+    full = math.ceil((Ns * L.fmt.Np * L.fmt.Ls * L.fmt.proto_bits + 2 * L.fmt.scale_bits) / 8)
+    proto = st_.layers[0].dram_read_by_buffer["proto"]
+    streamed = full > arch.pe_array.proto_buffer_bytes
+    assert proto == (passes * full if streamed else full)
+    # against a prototype buffer that holds every prototype: the same LUT work
+    # where parts are whole distance-unit steps, never less
+    big = arch.with_overrides([f"pe_array.proto_buffer_bytes={max(full, 32)}"])
+    ref = run(tile([L], big), big).layers[0]
+    lay = st_.layers[0]
+    assert lay.busy_cycles["pe.lut"] >= ref.busy_cycles["pe.lut"]
+    assert lay.busy_cycles["pe.out"] == ref.busy_cycles["pe.out"]  # outputs leave once
+    assert lay.compute_cycles >= ref.compute_cycles or not streamed

@@ -29,8 +29,13 @@ Tables: the prototypes (Ns*Np*Ls entries at the format's proto_bits, plus
 the two scales) go into the kind's prototype buffer (`proto_buffer_bytes`),
 loaded once per layer (once per group where all groups do not fit); the
 next layer's prototypes are prefetched while this layer runs where both
-fit at once (`proto_double_buffered`). Prototypes are not tiled: a layer
-whose prototypes alone exceed the buffer is refused (one line naming it). The LUT (Ns*Np*Cout entries at lut_bits) goes into the LUT
+fit at once (`proto_double_buffered`). A group whose prototypes alone exceed
+the buffer streams them in parts of whole ns_vec-subspace steps (half the
+buffer each when double buffered, so the next part loads while one is in
+use): every encoding pass of a column chunk runs one node per part, the
+partial sums staying in the accumulators, and loads the parts again (the
+DRAM cost of a too-small buffer). Only a buffer that cannot hold one
+subspace's prototypes is refused (one line naming it). The LUT (Ns*Np*Cout entries at lut_bits) goes into the LUT
 buffer, which is the architecture's `buffers.weight` (PQA folds the weights
 into the LUT: there is nothing else to hold there); loading a LUT tile
 overlaps the previous tile's computation when that buffer is double
@@ -113,12 +118,16 @@ class PQLutArray(PEKind):
         self._layer_proto_bytes: dict[int, int] = {}
 
     # -- the closed forms -----------------------------------------------------
-    def stage_cycles_per_column(self, Ls: int, Np: int, Ns: int, cout: int, encode: bool = True) -> tuple:
-        """(dist, lut, adder, out) cycles one column spends in each stage."""
+    def stage_cycles_per_column(self, Ls: int, Np: int, Ns: int, cout: int, encode: bool = True,
+                                write_out: bool = True) -> tuple:
+        """(dist, lut, adder, out) cycles one column spends in each stage.
+        `write_out` False: a part of the subspaces whose sums stay in the
+        accumulators for the next part (streamed prototypes)."""
         s = self.spec
         g = _c(Ns, s.ns_vec)
         dist = _c(Ls, s.ls_vec) * _c(Np, s.np_vec) * g if encode else 0
-        return (dist, _c(cout, self.lut_rate) * g, _c(cout, s.nout_vec) * g, _c(cout, s.nout_vec))
+        return (dist, _c(cout, self.lut_rate) * g, _c(cout, s.nout_vec) * g,
+                _c(cout, s.nout_vec) if write_out else 0)
 
     def cycles_per_column(self, Ls: int, Np: int, Ns: int, cout: int) -> int:
         """Steady state: the slowest stage (PQA's model with the default ports)."""
@@ -131,7 +140,7 @@ class PQLutArray(PEKind):
     def fold_cycles(self, fold: Fold, fmt) -> int:
         """Closed form of one node: blocks through a 4-stage pipeline with
         FIFOs deep enough (what `execute` gives unless a FIFO limits it)."""
-        per = self.stage_cycles_per_column(fmt.Ls, fmt.Np, fold.rows_used, fold.cols_used, fold.first)
+        per = self.stage_cycles_per_column(fmt.Ls, fmt.Np, fold.rows_used, fold.cols_used, fold.first, fold.last)
         blocks = self._blocks(fold.stream_len)
         first = blocks[0]
         return sum(p * first for p in per) + max(per) * (fold.stream_len - first)
@@ -220,12 +229,11 @@ class PQLutArray(PEKind):
         Ns, cout, K, M = tb["Ns"], tb["cout"], L.K, L.M
         b = t.b
 
-        # prototypes: all groups at once if they fit, else one group at a time
+        # prototypes: all groups at once if they fit, else one group at a time,
+        # else a group's subspaces in parts streamed through the buffer
         cap = s.proto_buffer_bytes
         proto_group = _c(tb["proto_bits"] + tb["scale_bits"], 8)
-        if proto_group > cap:
-            raise self._too_small(t, f"its prototypes ({proto_group} B) do not fit ({cap} B)",
-                                  "pe_array.proto_buffer_bytes")
+        parts = self._proto_parts(t, Ns, fmt, tb) if proto_group > cap else []
         proto_all = _c(L.groups * tb["proto_bits"] + tb["scale_bits"], 8)
         proto_per_group = proto_all > cap
         proto_nb = proto_group if proto_per_group else proto_all
@@ -262,12 +270,18 @@ class PQLutArray(PEKind):
         chunks = [(m0, min(s_chunk, M - m0)) for m0 in range(0, M, s_chunk)]
         in_resident = sum(t.in_dram_bytes(n * K) for _, n in chunks) <= cap_in and not keep_idx
         t.loop_order = (f"pq: {len(tiles)} LUT tile(s) of <= {cu_max} ch, {len(chunks)} column chunk(s)"
-                        + (", indices kept" if keep_idx else ", re-encoded per tile" if len(tiles) > 1 else ""))
+                        + (", indices kept" if keep_idx else ", re-encoded per tile" if len(tiles) > 1 else "")
+                        + (f", prototypes streamed in {len(parts)} parts" if parts else ""))
+        # streamed prototypes: a part's load waits for the compute that used the
+        # buffer room it takes (the previous part's, or the one before it when
+        # two parts fit at once)
+        proto_users: list[int] = []
+        part_back = 2 if parts and s.proto_double_buffered and 2 * parts[0][2] <= cap else 1
 
         last_store = None
         proto_ld = last_cp = None
         for g in range(L.groups):
-            if proto_ld is None or proto_per_group:
+            if not parts and (proto_ld is None or proto_per_group):
                 nb = proto_nb
                 wait = proto_wait if proto_ld is None else last_cp
                 proto_ld = b.add("load", "dma.side", t.li, (wait,), bytes=nb, buf="proto",
@@ -281,10 +295,8 @@ class PQLutArray(PEKind):
                 encode = ti == 0 or not keep_idx
                 per = self.stage_cycles_per_column(fmt.Ls, fmt.Np, Ns, cu, encode)
                 for ci, (m0, n) in enumerate(chunks):
-                    deps = [lut_ld, proto_ld]
                     in_nb = t.in_dram_bytes(n * K)
-                    sram = [("weight", _c(n * Ns * cu * fmt.lut_bits, 8), 0)]
-                    alloc = [("output", t.act_bytes(n * cu))]
+                    onb = t.act_bytes(n * cu)
                     if encode:
                         if ci in in_loads:
                             ld = in_loads[ci][0]
@@ -297,18 +309,40 @@ class PQLutArray(PEKind):
                                 # input load (reserving it chunk by chunk could deadlock
                                 # against input prefetches); freed by its last compute
                                 b.nodes[ld]["alloc"] = (("input", in_nb + idx_total),)
-                        deps.append(ld)
-                        sram.append(("input", t.act_bytes(n * K), 0))
-                        if keep_idx:  # the indices stay in the input buffer for the later tiles
-                            sram.append(("input", 0, _c(n * tb["idx_bits_per_column"], 8)))
                     else:
-                        deps.append(idx_keep[ci])
-                        sram.append(("input", _c(n * tb["idx_bits_per_column"], 8), 0))
-                    onb = t.act_bytes(n * cu)
-                    sram.append(("output", 0, onb))
-                    cp = t.compute(Fold(Ns, cu, n, encode, True), deps, macs=n * cu * K,
-                                   alloc=tuple(alloc), sram=tuple(sram))
-                    b.nodes[cp]["pq_stage_cols"] = per
+                        ld = idx_keep[ci]
+                    # one node, or with streamed prototypes one per part of the
+                    # subspaces, the partial sums kept in the accumulators between parts
+                    node_parts = parts if encode and parts else [(0, Ns, 0)]
+                    cp = None
+                    for pi, (s0, ns_p, p_nb) in enumerate(node_parts):
+                        first_p, last_p = pi == 0, pi == len(node_parts) - 1
+                        if not parts:
+                            deps = [lut_ld, proto_ld, ld]
+                        elif encode:
+                            wait = proto_users[-part_back] if len(proto_users) >= part_back else proto_wait
+                            deps = [lut_ld, b.add("load", "dma.side", t.li, (wait,), bytes=p_nb, buf="proto",
+                                                  actions=(("pq_proto.write", _c(p_nb * 8, 64)),)), ld]
+                        else:
+                            deps = [lut_ld, ld]
+                        if cp is not None:
+                            deps.append(cp)
+                        k_p = min(K, (s0 + ns_p) * fmt.Ls) - s0 * fmt.Ls  # this part's reduction
+                        sram = [("weight", _c(n * ns_p * cu * fmt.lut_bits, 8), 0)]
+                        if encode:
+                            sram.append(("input", t.act_bytes(n * k_p), 0))
+                            if keep_idx:  # the indices stay in the input buffer for the later tiles
+                                sram.append(("input", 0, _c(n * ns_p * tb["idx_bits_per_column"] // Ns, 8)))
+                        else:
+                            sram.append(("input", _c(n * tb["idx_bits_per_column"], 8), 0))
+                        if last_p:
+                            sram.append(("output", 0, onb))
+                        cp = t.compute(Fold(ns_p, cu, n, encode, last_p), deps, macs=n * cu * k_p,
+                                       alloc=(("output", onb),) if first_p else (), sram=tuple(sram))
+                        b.nodes[cp]["pq_stage_cols"] = self.stage_cycles_per_column(
+                            fmt.Ls, fmt.Np, ns_p, cu, encode, last_p) if parts else per
+                        if encode and parts:
+                            proto_users.append(cp)
                     last_cp = cp
                     if encode and not in_resident:
                         t.free_later(cp, "input", in_nb)
@@ -322,6 +356,23 @@ class PQLutArray(PEKind):
                 t.free_later(last_cp, "input", idx_total)
         self._layer_last_compute[t.li] = last_cp
         return last_store
+
+    def _proto_parts(self, t, Ns: int, fmt, tb) -> list[tuple[int, int, int]]:
+        """[(first subspace, subspaces, bytes)]: a group's prototypes cut into
+        parts of whole distance-unit steps (ns_vec subspaces) that fit the
+        prototype buffer, half of it where prefetching the next part is on;
+        the scales travel with the first part."""
+        s, cap = self.spec, self.spec.proto_buffer_bytes
+        per_sub = fmt.Np * fmt.Ls * fmt.proto_bits
+        fits = lambda room: (room * 8 - tb["scale_bits"]) // per_sub  # noqa: E731
+        n = fits(cap // 2) if s.proto_double_buffered and fits(cap // 2) >= s.ns_vec else fits(cap)
+        if n < 1:
+            raise self._too_small(t, f"the prototypes of one subspace ({_c(per_sub + tb['scale_bits'], 8)} B) "
+                                  f"do not fit ({cap} B)", "pe_array.proto_buffer_bytes")
+        if n >= s.ns_vec:
+            n -= n % s.ns_vec
+        return [(s0, min(n, Ns - s0), _c(min(n, Ns - s0) * per_sub + (tb["scale_bits"] if s0 == 0 else 0), 8))
+                for s0 in range(0, Ns, n)]
 
     def _too_small(self, t, what: str, field: str):
         from archsim.errors import ArchsimError
