@@ -99,7 +99,7 @@ def _layers_from_args(args, arch):
     else:
         layers = to_layers(args.model)
         if args.profile:
-            _attach_synthetic_profiles(layers, args.model, args.profile)
+            _attach_profiles(layers, args.model, args.profile)
     if fmt is not None:
         for L in layers:
             if L.op != "matmul":
@@ -107,16 +107,27 @@ def _layers_from_args(args, arch):
     return layers
 
 
-def _attach_synthetic_profiles(layers, name: str, n: int) -> None:
-    """--profile N: the activation statistics Stripes and Pragmatic read,
-    from N seeded standard-normal inputs through the zoo model's seeded
-    weights. Synthetic, like those weights; a profile of real data comes from
-    the API (workloads.profile.profile_activations on real inputs)."""
+def _attach_profiles(layers, name: str, n: int) -> None:
+    """--profile N: the activation statistics Stripes and Pragmatic read.
+    A model with trained weights (fmnist_cnn) is profiled with them on its
+    first N Fashion-MNIST training images (real activations); any other zoo
+    model on N seeded standard-normal inputs through its seeded weights
+    (synthetic, like those weights)."""
     from workloads import zoo
     from workloads.profile import attach_profiles, profile_activations
 
-    with progress.spinner(f"profiling {name}'s activations on {n} synthetic inputs"):
-        prof = profile_activations(zoo.build(name), zoo.default_input(name, batch=n, seed=1))
+    if zoo.MODELS[name].pretrained is not None:
+        from workloads.datasets import fashion_mnist_available, load_fashion_mnist
+
+        if not fashion_mnist_available():
+            raise ArchsimError("a profile of real activations needs Fashion-MNIST "
+                               "(apt-get install dataset-fashion-mnist)", field="--profile")
+        x, _ = load_fashion_mnist("train", as_tensor=True, normalize=True)
+        model, x, what = zoo.build(name, pretrained=True), x[:n], "trained weights, real training images"
+    else:
+        model, x, what = zoo.build(name), zoo.default_input(name, batch=n, seed=1), "synthetic inputs"
+    with progress.spinner(f"profiling {name}'s activations on {n} inputs ({what})"):
+        prof = profile_activations(model, x)
     attach_profiles(layers, prof)
 
 
@@ -354,7 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--energy-table", help="CSV energy table replacing the architecture's")
         sp.add_argument("--profile", type=_positive_int, metavar="N",
                         help="record activation statistics (what stripes and pragmatic arrays read) from N "
-                             "seeded standard-normal inputs through the model: synthetic, like zoo weights")
+                             "inputs: for fmnist_cnn its trained weights on real Fashion-MNIST images, for "
+                             "other models seeded standard-normal inputs (synthetic, like their weights)")
 
     r = sub.add_parser("run", help="simulate a model on an architecture and print the per-layer report")
     add_workload_opts(r)

@@ -5,8 +5,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 
 from archsim.cli import main
+from workloads.datasets import fashion_mnist_available
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,6 +48,20 @@ def test_profile_lets_the_bit_serial_arrays_run_from_the_command_line(tmp_path, 
     layers = json.loads((tmp_path / "resnet20_stripes16" / "report.json").read_text())["layers"]
     assert len(layers) == 22 and all(L["compute_cycles"] > 0 for L in layers)
     assert "--model" in _user_error(capsys, ["run", "--topology", "x.csv", "--profile", "8"])
+
+
+@pytest.mark.skipif(not fashion_mnist_available(), reason="Fashion-MNIST not installed: "
+                    "apt-get install dataset-fashion-mnist")
+def test_profile_of_the_trained_model_uses_real_images(tmp_path):
+    # fmnist_cnn has trained weights: its profile is of real activations, half of them zero
+    # after ReLU, which Pragmatic skips and Stripes (per-layer precision) cannot
+    cycles = {}
+    for arch in ("stripes16", "pragmatic16"):
+        assert main(["run", "--model", "fmnist_cnn", "--arch", arch, "--profile", "64",
+                     "--out", str(tmp_path), "--no-plot"]) == 0
+        rep = json.loads((tmp_path / f"fmnist_cnn_{arch}" / "report.json").read_text())
+        cycles[arch] = rep["totals"]["compute_cycles"]
+    assert cycles["pragmatic16"] < 0.7 * cycles["stripes16"]
 
 
 def test_validate_ok_and_set_override(capsys):
