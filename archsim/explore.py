@@ -7,10 +7,12 @@ How a study runs:
   * the workload is traced once; its layers travel to the workers without
     their weight tensors (the simulator needs only shapes and formats);
   * each distinct compression setting is compressed once (and, when accuracy
-    is asked for, scored once on the real test set) and cached on disk under
-    <out>/cache, keyed by a hash of model, method, parameters and seed; every
-    hardware point with that setting reuses it. Hardware-only studies never
-    import the data set;
+    is asked for, fine-tuned and scored once on the real test set) and cached
+    on disk under <out>/cache, keyed by a hash of model, method, parameters
+    and seed; every hardware point with that setting reuses it. On the local
+    pool the settings run on the workers, beside other points; with Dask the
+    client computes them (its workers need not have the data set).
+    Hardware-only studies never import the data set;
   * hardware points run on an executor: a local process pool (default) or a
     Dask cluster (`--executor dask --scheduler tcp://HOST:PORT`); a point whose
     worker dies is retried;
@@ -72,13 +74,29 @@ def evaluate_points(layers, arch_data: dict, arch_source: str, overrides_list: l
     return out
 
 
+_WORKLOAD = None  # this worker process's Workload: (study and cache folder, Workload)
+
+
+def compute_setting(study: Study, cache_dir: str, method: str, params: dict) -> dict:
+    """One compression setting in a local worker (the client caches what it
+    returns)."""
+    global _WORKLOAD
+    ident = (study.model_dump_json(), cache_dir)
+    if _WORKLOAD is None or _WORKLOAD[0] != ident:
+        _WORKLOAD = (ident, Workload(study, Path(cache_dir)))
+    return _WORKLOAD[1].compute(method, params)
+
+
 # -- executors --------------------------------------------------------------------
 
 class _Executor:
     """Runs jobs; `died` are the errors of a job whose worker died (the job
-    is then submitted again, up to _RETRIES times)."""
+    is then submitted again, up to _RETRIES times). `shares_files`: the
+    workers see the client's files and data set, so compression settings
+    run on them too; otherwise the client computes them."""
     died: tuple = ()
     workers = 1
+    shares_files = False
 
     def submit(self, fn, args):
         raise NotImplementedError
@@ -91,9 +109,32 @@ class _Executor:
         pass
 
 
+def _init_worker(parent: int):
+    """A pool worker: one torch thread (the workers share the cores, and a
+    forked child must not enter the OpenMP pool the parent started: it would
+    wait forever for threads that were not forked), and it ends when the
+    study process dies, kill -9 included, instead of waiting on the job
+    queue forever."""
+    import os
+    import sys
+    import threading
+    import time
+
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 class LocalExecutor(_Executor):
     """A process pool over the machine's cores; rebuilt if a worker dies."""
     died = (BrokenProcessPool,)
+    shares_files = True
 
     def __init__(self, workers: int | None = None):
         import os
@@ -101,14 +142,19 @@ class LocalExecutor(_Executor):
         self.workers = workers or os.cpu_count() or 1
         self._pool = None
 
+    def _new_pool(self):
+        import os
+
+        return ProcessPoolExecutor(self.workers, initializer=_init_worker, initargs=(os.getpid(),))
+
     def submit(self, fn, args):
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(self.workers)
+            self._pool = self._new_pool()
         try:
             return self._pool.submit(fn, *args)
         except BrokenProcessPool:  # a worker died: the pool is gone, start another
             self._pool.shutdown(cancel_futures=True)
-            self._pool = ProcessPoolExecutor(self.workers)
+            self._pool = self._new_pool()
             return self._pool.submit(fn, *args)
 
     def wait_first(self, futures) -> list:
@@ -185,28 +231,57 @@ class Workload:
 
     def setting(self, method: str, params: dict) -> dict:
         """{'formats': {layer: WeightFormat}, 'accuracy': float | None}, cached."""
-        from workloads.formats import format_from_dict
+        data = self.cached(method, params)
+        if data is None:
+            data = self.compute(method, params)
+            self.save(method, params, data)
+        return self.resolve(data)
 
-        need_acc = self.study.needs_accuracy()
+    def _path(self, method: str, params: dict) -> Path:
         w = self.study.workload
+        need_acc = self.study.needs_accuracy()
         key_data = {"model": self.model_id, "method": method, "params": params, "seed": self.study.seed,
                     "eval": [w.eval_images, w.calib_batches] if need_acc else None}
         if need_acc and w.finetune_steps and method != "none":
             key_data["finetune_steps"] = w.finetune_steps  # absent when 0: older caches stay valid
-        key = hashlib.sha256(json.dumps(key_data, sort_keys=True).encode()).hexdigest()[:24]
-        path = self.cache_dir / f"{key}.json"
-        if path.exists():
-            data = json.loads(path.read_text())
-        else:
-            data = self._compute(method, params, need_acc)
-            self.cache_dir.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(data))
-            tmp.replace(path)  # atomic: a killed run never leaves half an entry
+        return self.cache_dir / (hashlib.sha256(json.dumps(key_data, sort_keys=True).encode()).hexdigest()[:24]
+                                 + ".json")
+
+    def cached(self, method: str, params: dict) -> dict | None:
+        """The setting's cached data (formats described, accuracy), or None."""
+        path = self._path(method, params)
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def save(self, method: str, params: dict, data: dict) -> None:
+        path = self._path(method, params)
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data))
+        tmp.replace(path)  # atomic: a killed run never leaves half an entry
+
+    @staticmethod
+    def resolve(data: dict) -> dict:
+        from workloads.formats import format_from_dict
+
         return {"formats": {k: format_from_dict(v) for k, v in data["formats"].items()},
                 "accuracy": data["accuracy"]}
 
-    def _compute(self, method: str, params: dict, need_acc: bool) -> dict:
+    def compute(self, method: str, params: dict) -> dict:
+        """Compress (fine-tune) and score one setting: {'formats': {layer:
+        described format}, 'accuracy'}. Runs on the client, or in a local
+        worker (`compute_setting`), on one torch thread either way: the same
+        numbers wherever it runs, and the pool's processes share the cores."""
+        import torch
+
+        prev = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return self._compute(method, params)
+        finally:
+            torch.set_num_threads(prev)
+
+    def _compute(self, method: str, params: dict) -> dict:
+        need_acc = self.study.needs_accuracy()
         if method != "none" and self._model is None:
             raise ArchsimError("compression needs a model, not a topology", file=self.study.path,
                                field="workload")
@@ -441,9 +516,49 @@ class _Runner:
         self.study, self.ostudy, self.wl, self.bases, self.fp32 = study, ostudy, wl, bases, fp32
         self.executor, self.on_point = executor, on_point
         self.in_flight: dict = {}  # future -> (job args, [(trial, params, meta)], tries)
+        # compression settings computed on the workers: future -> (method, params, tries),
+        # and the trials waiting for each setting
+        self.settings: dict = {}
+        self.waiting: dict = {}  # (method, params json) -> [(trial, params)]
 
     def jobs_in_flight(self) -> int:
-        return len(self.in_flight)
+        # a trial waiting for its setting counts as a job: the sampler asks
+        # no further ahead than when every setting is cached
+        return len(self.in_flight) + sum(len(w) for w in self.waiting.values())
+
+    def _setting_later(self, method: str, mparams: dict, trial, params) -> bool:
+        """With workers that share the client's files, an uncached setting is
+        computed on one of them while other points run: the trial waits for
+        it (True). Otherwise the client computes it now (False)."""
+        if not self.executor.shares_files or self.wl.cached(method, mparams) is not None:
+            return False
+        key = (method, json.dumps(mparams, sort_keys=True))
+        if key not in self.waiting:
+            self.waiting[key] = []
+            self._submit_setting(method, mparams, 0)
+        self.waiting[key].append((trial, params))
+        return True
+
+    def _submit_setting(self, method, mparams, tries):
+        fut = self.executor.submit(compute_setting, (self.study, str(self.wl.cache_dir), method, mparams))
+        self.settings[fut] = (method, mparams, tries)
+
+    def _setting_done(self, fut):
+        method, mparams, tries = self.settings.pop(fut)
+        try:
+            self.wl.save(method, mparams, fut.result())
+        except self.executor.died:
+            if tries + 1 >= _RETRIES:
+                raise RuntimeError(f"a worker died {_RETRIES} times on setting {method} {mparams}") from None
+            self._submit_setting(method, mparams, tries + 1)
+            return
+        except ArchsimError as e:
+            for trial, params in self.waiting.pop((method, json.dumps(mparams, sort_keys=True))):
+                arch, overrides, _, _ = _point(self.study, params)
+                meta = {"arch": arch, "overrides": overrides, "method": method, "params": mparams}
+                self._tell(trial, params, meta, None, e.one_line())
+            return
+        self.submit(self.waiting.pop((method, json.dumps(mparams, sort_keys=True))))
 
     def submit(self, trials):
         groups: dict = {}
@@ -451,6 +566,8 @@ class _Runner:
             arch, overrides, method, mparams = _point(self.study, params)
             meta = {"arch": arch, "overrides": overrides, "method": method, "params": mparams}
             try:
+                if self._setting_later(method, mparams, trial, params):
+                    continue
                 setting = self.wl.setting(method, mparams)
             except ArchsimError as e:
                 self._tell(trial, params, meta, None, e.one_line())
@@ -468,8 +585,12 @@ class _Runner:
             self.in_flight[self.executor.submit(evaluate_points, job)] = (job, members, 0)
 
     def collect(self):
-        """Wait for a job, then tell its points (or submit it again if its worker died)."""
-        for fut in self.executor.wait_first(self.in_flight):
+        """Wait for a job or a setting; tell a job's points (or submit it again
+        if its worker died), cache a setting and submit its waiting points."""
+        for fut in self.executor.wait_first([*self.in_flight, *self.settings]):
+            if fut in self.settings:
+                self._setting_done(fut)
+                continue
             job, members, tries = self.in_flight.pop(fut)
             try:
                 results = fut.result()

@@ -118,6 +118,11 @@ def test_kill_9_mid_study_resumes_with_no_point_lost_or_done_twice(tmp_path):
     assert proc.poll() is None, "the study finished before it could be killed"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    # its pool workers notice and end too, instead of waiting forever
+    deadline = time.time() + 10
+    while _processes_running(str(path)) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not _processes_running(str(path))
     killed_at = _complete(db)
     assert 3 <= killed_at < 24
     assert subprocess.run(cmd[:-1] + ["2"], cwd=tmp_path, env=env, capture_output=True).returncode == 0
@@ -125,6 +130,19 @@ def test_kill_9_mid_study_resumes_with_no_point_lost_or_done_twice(tmp_path):
     assert len(df) == 24 and (df["state"] == "COMPLETE").all()
     keys = df[[c for c in df.columns if c.startswith("param:")]].apply(tuple, axis=1)
     assert keys.is_unique  # every grid point exactly once
+
+
+def _processes_running(arg: str) -> list[int]:
+    """Live processes whose command line has `arg` (Linux /proc)."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        try:
+            if d.name.isdigit() and arg in (d / "cmdline").read_bytes().decode(errors="replace") \
+                    and (d / "stat").read_text().split(")")[-1].split()[0] != "Z":
+                pids.append(int(d.name))
+        except OSError:
+            continue
+    return pids
 
 
 def _dies_once(*args):
@@ -189,12 +207,36 @@ def test_accuracy_in_the_loop_is_computed_once_per_setting(tmp_path, monkeypatch
     calls = []
     real = comp.compress
     monkeypatch.setattr(comp, "compress", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
-    df = results_dataframe(explore(load_study(path), tmp_path / "o", LocalExecutor(1)))
+    # on the client (as with Dask, whose workers need not have the data set)
+    df = results_dataframe(explore(load_study(path), tmp_path / "o", _ClientSettings(1)))
     assert len(df) == 4 and df["accuracy"].between(50, 100).all()
     assert calls == ["int"]  # one compression for the one compressed setting, reused by both arrays
     by_method = df.groupby("param:method")["accuracy"].nunique()
     assert (by_method == 1).all()
     assert len(list((tmp_path / "o" / "cache").glob("*.json"))) == 2  # none, int:4
+    # on the local pool's workers: each setting submitted once, the same numbers
+    pool = _Recording(2)
+    df2 = results_dataframe(explore(load_study(path), tmp_path / "pool", pool))
+    assert [c for c in pool.calls if c[0] == "compute_setting"] == [("compute_setting", "int", {"bits": 4})]
+    cols = ["param:method", "param:pe_array.rows", "accuracy", "latency_ms"]
+    key = ["param:method", "param:pe_array.rows"]
+    assert df[cols].sort_values(key).reset_index(drop=True).equals(df2[cols].sort_values(key).reset_index(drop=True))
+
+
+class _ClientSettings(LocalExecutor):
+    shares_files = False
+
+
+class _Recording(LocalExecutor):
+    """The local pool, recording what is submitted to it."""
+
+    def __init__(self, workers):
+        super().__init__(workers)
+        self.calls = []
+
+    def submit(self, fn, args):
+        self.calls.append((fn.__name__, *args[2:]) if fn.__name__ == "compute_setting" else (fn.__name__,))
+        return super().submit(fn, args)
 
 
 @pytest.mark.skipif(not fashion_mnist_available(), reason="Fashion-MNIST not installed: "

@@ -251,7 +251,7 @@ def test_determinism(case):
 
 
 @given(cases(), st.floats(1.01, 8))
-def test_more_bandwidth_is_never_slower(case, factor):
+def test_more_bandwidth_is_never_slower_beyond_a_reordering(case, factor):
     layers, arch = case
     if getattr(arch.pe_array, "psum_overflow", None) == "auto":
         # Exception by design: `auto` picks each layer's loop order from an
@@ -264,7 +264,12 @@ def test_more_bandwidth_is_never_slower(case, factor):
     fast_arch = arch.with_overrides([f"dram.bandwidth_bytes_per_cycle={arch.dram.bandwidth_bytes_per_cycle * factor!r}"])
     fast = simulate(layers, fast_arch)
     assert fast is not None  # bandwidth does not enter tiling
-    assert fast[1].total_cycles <= slow[1].total_cycles
+    # Not exact, by the DRAM model: transfers share the channel fairly, so a
+    # prefetch that more bandwidth starts earlier can overlap, and slow, a
+    # store on the critical path. Found by the slow profile: an EWS matmul
+    # (M=76, N=6, K=13, 3 groups, 256 B weight and output buffers) takes 589
+    # cycles at 24.75 B/cycle, 588 at 24. The bound allows half a percent and a cycle.
+    assert fast[1].total_cycles <= slow[1].total_cycles * 1.005 + 1
 
 
 def _streamed_cycles(g, stats, arch):
