@@ -311,7 +311,8 @@ class Workload:
         from workloads.zoo.fmnist_models import prepare_images
 
         x, y = load_fashion_mnist("train")
-        xs = prepare_images(self.study.workload.checkpoint, to_float_tensor(x[: 256 * self.study.workload.calib_batches]))
+        w = self.study.workload
+        xs = prepare_images(w.checkpoint, to_float_tensor(x[: 256 * w.calib_batches]))
         return list(iterate_batches(xs, torch.as_tensor(y[: len(xs)]).long(), 256))
 
     def _training_batches(self, steps: int) -> list:
