@@ -282,10 +282,7 @@ class PQLutArray(PEKind):
         proto_ld = last_cp = None
         for g in range(L.groups):
             if not parts and (proto_ld is None or proto_per_group):
-                nb = proto_nb
-                wait = proto_wait if proto_ld is None else last_cp
-                proto_ld = b.add("load", "dma.side", t.li, (wait,), bytes=nb, buf="proto",
-                                 actions=(("pq_proto.write", _c(nb * 8, 64)),))
+                proto_ld = self._proto_load(t, proto_wait if proto_ld is None else last_cp, proto_nb)
             in_loads: dict[int, tuple[int, int]] = {}
             idx_keep: dict[int, int] = {}
             last_cp = None
@@ -293,7 +290,6 @@ class PQLutArray(PEKind):
                 lut_nb = _c(per_ch * cu, 8)
                 lut_ld = t.load("weight", lut_nb)
                 encode = ti == 0 or not keep_idx
-                per = self.stage_cycles_per_column(fmt.Ls, fmt.Np, Ns, cu, encode)
                 for ci, (m0, n) in enumerate(chunks):
                     in_nb = t.in_dram_bytes(n * K)
                     onb = t.act_bytes(n * cu)
@@ -321,8 +317,7 @@ class PQLutArray(PEKind):
                             deps = [lut_ld, proto_ld, ld]
                         elif encode:
                             wait = proto_users[-part_back] if len(proto_users) >= part_back else proto_wait
-                            deps = [lut_ld, b.add("load", "dma.side", t.li, (wait,), bytes=p_nb, buf="proto",
-                                                  actions=(("pq_proto.write", _c(p_nb * 8, 64)),)), ld]
+                            deps = [lut_ld, self._proto_load(t, wait, p_nb), ld]
                         else:
                             deps = [lut_ld, ld]
                         if cp is not None:
@@ -340,7 +335,7 @@ class PQLutArray(PEKind):
                         cp = t.compute(Fold(ns_p, cu, n, encode, last_p), deps, macs=n * cu * k_p,
                                        alloc=(("output", onb),) if first_p else (), sram=tuple(sram))
                         b.nodes[cp]["pq_stage_cols"] = self.stage_cycles_per_column(
-                            fmt.Ls, fmt.Np, ns_p, cu, encode, last_p) if parts else per
+                            fmt.Ls, fmt.Np, ns_p, cu, encode, last_p)
                         if encode and parts:
                             proto_users.append(cp)
                     last_cp = cp
@@ -356,6 +351,13 @@ class PQLutArray(PEKind):
                 t.free_later(last_cp, "input", idx_total)
         self._layer_last_compute[t.li] = last_cp
         return last_store
+
+    @staticmethod
+    def _proto_load(t, wait, nbytes: int) -> int:
+        """Prototypes (a layer's, a group's or a streamed part) from DRAM into
+        the prototype buffer, once `wait` is done with the room they take."""
+        return t.b.add("load", "dma.side", t.li, (wait,), bytes=nbytes, buf="proto",
+                       actions=(("pq_proto.write", _c(nbytes * 8, 64)),))
 
     def _proto_parts(self, t, Ns: int, fmt, tb) -> list[tuple[int, int, int]]:
         """[(first subspace, subspaces, bytes)]: a group's prototypes cut into
