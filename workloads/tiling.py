@@ -284,12 +284,15 @@ def tile(layers: list[LayerSpec], arch: ArchSpec) -> TileGraph:
         return _tile(layers, arch)
 
 
+def _layer_shape(L: LayerSpec) -> tuple:
+    """What a mapper reads of a layer: shape, format and activation profile (not its name)."""
+    return (L.op, L.M, L.N, L.K, L.groups, L.conv, L.in_elems, L.fmt, L.act_profile)
+
+
 def _layer_key(L: LayerSpec, t: LayerTiler):
     """Everything a layer's nodes depend on besides the architecture: its
-    shape, format and activation profile (not its name), and which outside
-    nodes it waits for."""
-    return (L.op, L.M, L.N, L.K, L.groups, L.conv, L.in_elems, L.fmt, L.act_profile,
-            t.prev_store is None, t.side_load is None)
+    shape, and which outside nodes it waits for."""
+    return _layer_shape(L) + (t.prev_store is None, t.side_load is None)
 
 
 class _Recording:
@@ -384,8 +387,7 @@ class TileCache:
 
     @staticmethod
     def _keys(layers, arch: ArchSpec):
-        lk = tuple((L.name, L.op, L.M, L.N, L.K, L.groups, L.conv, L.in_elems, L.fmt, L.act_profile)
-                   for L in layers)
+        lk = tuple((L.name,) + _layer_shape(L) for L in layers)
         dump = arch.model_dump(mode="json")
         return lk, json.dumps({k: v for k, v in dump.items() if k not in NOT_MAPPING}, sort_keys=True)
 
