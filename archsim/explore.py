@@ -433,12 +433,13 @@ def _suggest(trial, study: Study) -> dict:
     return params
 
 
-def _point(study: Study, params: dict) -> tuple[str, list[str], str, dict]:
+def _point(study: Study, params: dict) -> dict:
+    """A trial's point: {'arch', 'overrides', 'method', 'params' (the method's)}."""
     arch = params.get("arch", study.archs[0])
     overrides = [f"{k}={v}" for k, v in params.items() if k in study.space]
     method = params.get("method", "none")
     mparams = {k.split(".", 1)[1]: v for k, v in params.items() if k.startswith(f"{method}.")}
-    return arch, overrides, method, mparams
+    return {"arch": arch, "overrides": overrides, "method": method, "params": mparams}
 
 
 def open_study(study: Study, out_dir: Path):
@@ -527,18 +528,14 @@ class _Runner:
         # no further ahead than when every setting is cached
         return len(self.in_flight) + sum(len(w) for w in self.waiting.values())
 
-    def _setting_later(self, method: str, mparams: dict, trial, params) -> bool:
-        """With workers that share the client's files, an uncached setting is
-        computed on one of them while other points run: the trial waits for
-        it (True). Otherwise the client computes it now (False)."""
-        if not self.executor.shares_files or self.wl.cached(method, mparams) is not None:
-            return False
+    def _wait_for_setting(self, method: str, mparams: dict, trial, params):
+        """An uncached setting, with workers that share the client's files: one
+        of them computes it while other points run, and the trial waits."""
         key = (method, json.dumps(mparams, sort_keys=True))
         if key not in self.waiting:
             self.waiting[key] = []
             self._submit_setting(method, mparams, 0)
         self.waiting[key].append((trial, params))
-        return True
 
     def _submit_setting(self, method, mparams, tries):
         fut = self.executor.submit(compute_setting, (self.study, str(self.wl.cache_dir), method, mparams))
@@ -555,21 +552,21 @@ class _Runner:
             return
         except ArchsimError as e:
             for trial, params in self.waiting.pop((method, json.dumps(mparams, sort_keys=True))):
-                arch, overrides, _, _ = _point(self.study, params)
-                meta = {"arch": arch, "overrides": overrides, "method": method, "params": mparams}
-                self._tell(trial, params, meta, None, e.one_line())
+                self._tell(trial, params, _point(self.study, params), None, e.one_line())
             return
         self.submit(self.waiting.pop((method, json.dumps(mparams, sort_keys=True))))
 
     def submit(self, trials):
         groups: dict = {}
         for trial, params in trials:
-            arch, overrides, method, mparams = _point(self.study, params)
-            meta = {"arch": arch, "overrides": overrides, "method": method, "params": mparams}
+            meta = _point(self.study, params)
+            arch, overrides, method, mparams = meta["arch"], meta["overrides"], meta["method"], meta["params"]
             try:
-                if self._setting_later(method, mparams, trial, params):
+                data = self.wl.cached(method, mparams)
+                if data is None and self.executor.shares_files:
+                    self._wait_for_setting(method, mparams, trial, params)
                     continue
-                setting = self.wl.setting(method, mparams)
+                setting = self.wl.resolve(data) if data is not None else self.wl.setting(method, mparams)
             except ArchsimError as e:
                 self._tell(trial, params, meta, None, e.one_line())
                 continue
