@@ -97,9 +97,7 @@ def _layers_from_args(args, arch):
                                field="--profile")
         layers = read_topology(args.topology)
     else:
-        layers = to_layers(args.model)
-        if args.profile:
-            _attach_profiles(layers, args.model, args.profile)
+        layers = _profiled_layers(args.model, args.profile) if args.profile else to_layers(args.model)
     if fmt is not None:
         for L in layers:
             if L.op != "matmul":
@@ -107,15 +105,19 @@ def _layers_from_args(args, arch):
     return layers
 
 
-def _attach_profiles(layers, name: str, n: int) -> None:
-    """--profile N: the activation statistics Stripes and Pragmatic read.
-    A model with trained weights (fmnist_cnn) is profiled with them on its
-    first N Fashion-MNIST training images (real activations); any other zoo
-    model on N seeded standard-normal inputs through its seeded weights
-    (synthetic, like those weights)."""
+def _profiled_layers(name: str, n: int) -> list:
+    """--profile N: the layers with the activation statistics Stripes and
+    Pragmatic read, traced from the model that is profiled. A model with
+    trained weights (fmnist_cnn) is profiled with them on its first N
+    Fashion-MNIST training images (real activations); any other zoo model on
+    N seeded standard-normal inputs through its seeded weights (synthetic,
+    like those weights)."""
+    from archsim.api import to_layers
     from workloads import zoo
     from workloads.profile import attach_profiles, profile_activations
 
+    if name not in zoo.MODELS:
+        return to_layers(name)  # its one-line error for an unknown model
     if zoo.MODELS[name].pretrained is not None:
         from workloads.datasets import fashion_mnist_available, load_fashion_mnist
 
@@ -126,9 +128,10 @@ def _attach_profiles(layers, name: str, n: int) -> None:
         model, x, what = zoo.build(name, pretrained=True), x[:n], "trained weights, real training images"
     else:
         model, x, what = zoo.build(name), zoo.default_input(name, batch=n, seed=1), "synthetic inputs"
+    layers = to_layers(model, zoo.default_input(name))
     with progress.spinner(f"profiling {name}'s activations on {n} inputs ({what})"):
         prof = profile_activations(model, x)
-    attach_profiles(layers, prof)
+    return attach_profiles(layers, prof)
 
 
 # Most PE-array folds one command line run may tile and simulate: every fold
