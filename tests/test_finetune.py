@@ -97,3 +97,63 @@ def test_mvq_finetune_keeps_the_mask():
     for name in res.state:
         assert torch.equal(res.state[name]["mask"], ft.state[name]["mask"])
     check_storage(ft)  # zero wherever the N:M mask is, weights == mask * C[idx]
+
+
+def _top1(model, x, y):
+    with torch.no_grad():
+        return float((model.eval()(x).argmax(1) == y).float().mean())
+
+
+def test_validation_split_keeps_the_best_step_when_the_loop_overfits():
+    """16 calibration images with shuffled labels: the loop learns them and
+    loses the task (the third-party MNIST case: 97.8% on the calibration
+    images, 13% on others). With a held-apart split it returns the best
+    step it saw, never worse than the post-training model there."""
+    model, _, x, y = _problem()
+    res = compress(model, "trunc", bits=2)
+    g = torch.Generator().manual_seed(1)
+    calib = [(x[:16], y[:16][torch.randperm(16, generator=g)])]
+    val, unseen = (x[256:384], y[256:384]), (x[384:], y[384:])
+    post = _top1(res.model, *val)
+    kw = dict(steps=60, lr=5e-2, lr_rest=5e-2, distill=False, progress=False)
+    blind = finetune_result(res, model, calib, **kw)
+    assert _top1(blind.model, *val) < post - 0.05  # the overfitting this guards against happens
+    ft = finetune_result(res, model, calib, val=val, val_every=5, **kw)
+    curve = ft.info["finetune_val"]
+    assert curve[0] == [0, post] and curve[-1][0] == 60 and len(curve) == 13
+    best_step, best = max(curve, key=lambda c: (c[1], -c[0]))
+    assert ft.info["finetune_best_step"] == best_step
+    assert _top1(ft.model, *val) == pytest.approx(best) and best >= post
+    assert _top1(ft.model, *unseen) > _top1(blind.model, *unseen)
+    check_storage(ft)
+
+
+def test_validation_returns_the_post_training_model_when_nothing_beats_it():
+    model, _, x, y = _problem()
+    res = compress(model, "int", bits=4)
+    calib = [(x[:8], (y[:8] + 1) % 4)]  # every label wrong: each step makes the model worse
+    ft = finetune_result(res, model, calib, steps=20, lr=5e-2, lr_rest=5e-2, distill=False, progress=False,
+                         val=(x[256:], y[256:]), val_every=4)
+    assert ft.info["finetune_best_step"] == 0
+    for a, b in zip(ft.model.state_dict().values(), res.model.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_compress_finetuned_caches_the_fine_tuned_model(tmp_path):
+    from workloads.compression.finetune import compress_finetuned
+
+    model, batches, x, y = _problem()
+    kw = dict(steps=8, val=(x[256:384], y[256:384]), cache_dir=tmp_path, progress=False, lr=1e-2)
+    first = compress_finetuned(model, "vq", dict(k=4, d=4), batches, **kw)
+    again = compress_finetuned(model, "vq", dict(k=4, d=4), batches, **kw)
+    assert not first.info["finetune_cached"] and again.info["finetune_cached"]
+    assert len(list(tmp_path.rglob("*.pt"))) == 1
+    with torch.no_grad():
+        assert torch.equal(first.model(x), again.model(x))
+    check_storage(again)  # the compression state (codebooks, indices) came back with the weights
+    assert again.info["finetune_best_step"] == first.info["finetune_best_step"]
+    # another budget, seed or params is another entry
+    compress_finetuned(model, "vq", dict(k=4, d=4), batches, **{**kw, "steps": 9})
+    compress_finetuned(model, "vq", dict(k=4, d=4), batches, seed=1, **kw)
+    compress_finetuned(model, "vq", dict(k=8, d=4), batches, **kw)
+    assert len(list(tmp_path.rglob("*.pt"))) == 4

@@ -126,6 +126,14 @@ def normalize_images(x01: torch.Tensor) -> torch.Tensor:
     return (x01 - FMNIST_MEAN) / FMNIST_STD
 
 
+def pad_to_32(x: torch.Tensor) -> torch.Tensor:
+    """[N,1,28,28] standardised images -> [N,1,32,32], padded by 2 px with the
+    standardised value of a black pixel (the background)."""
+    if x.shape[-1] == 32:
+        return x
+    return torch.nn.functional.pad(x, (2, 2, 2, 2), value=(0.0 - FMNIST_MEAN) / FMNIST_STD)
+
+
 def iterate_batches(
     images: torch.Tensor,
     labels: torch.Tensor,

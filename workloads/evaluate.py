@@ -73,8 +73,7 @@ class EvalSet:
                       root=None) -> "EvalSet":
         """The first `size` images of a Fashion-MNIST split (all: None),
         standardised, padded to 32x32 when input_size=32."""
-        from .datasets import load_fashion_mnist
-        from .zoo.fmnist_models import pad_to_32
+        from .datasets import load_fashion_mnist, pad_to_32
 
         x, y = load_fashion_mnist(split, root=root, as_tensor=True, normalize=True)
         if size is not None:

@@ -45,9 +45,15 @@ their grids. `finetune_result` checks the final model against the formats
 from __future__ import annotations
 
 import copy
+import hashlib
+import itertools
+import json
 import math
+import os
+import pickle
 import sys
 import time
+from pathlib import Path
 from typing import Optional
 
 import torch
@@ -456,10 +462,40 @@ def check_storage(result: CompressionResult) -> None:
 # the loop
 # ----------------------------------------------------------------------------
 
+@torch.no_grad()
+def _val_top1(model: nn.Module, val, weights: Optional[dict] = None, batch_size: int = 500) -> float:
+    """Top-1 of `model` (eval mode; with `weights` substituted, as in
+    training) on `val` = (images, labels); the model's mode is restored."""
+    from torch.func import functional_call
+
+    x, y = val
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    correct = 0
+    try:
+        for s in range(0, len(y), batch_size):
+            xb = x[s:s + batch_size]
+            out = model(xb) if weights is None else functional_call(model, weights, (xb,), strict=False)
+            correct += int((out.argmax(1) == y[s:s + batch_size]).sum())
+    finally:
+        for m, t in modes.items():
+            m.train(t)
+    return correct / max(1, len(y))
+
+
+def _snapshot(objs, teacher: Optional[nn.Module]):
+    """A deep copy of `objs` that shares (does not copy) the teacher."""
+    memo = {}
+    if teacher is not None:
+        for t in itertools.chain(teacher.modules(), teacher.parameters(), teacher.buffers()):
+            memo[id(t)] = t
+    return copy.deepcopy(objs, memo)
+
+
 def finetune_result(result: CompressionResult, teacher: Optional[nn.Module], calib, steps: int,
                     lr: float = 1e-3, lr_rest: float = 1e-4, distill: bool = True, bn: str = "train",
                     train_rest: bool = True, warmup: float = 0.05, seed: int = 0, progress: bool = True,
-                    check: bool = True, **opts) -> CompressionResult:
+                    check: bool = True, val=None, val_every: int = 0, **opts) -> CompressionResult:
     """Fine-tune a compressed model (a `compress()` result) for `steps` Adam
     steps on `calib` ((inputs, labels) batches, cycled). `teacher`: the
     original model (distillation target; VQ re-assignment and the latent-weight
@@ -467,7 +503,15 @@ def finetune_result(result: CompressionResult, teacher: Optional[nn.Module], cal
     reassign_every (vq, mvq), freeze_interval (ssvq), pq_soft_frac and
     temperature (pq). Returns a new CompressionResult (the input is not
     modified) whose info has top-level bits/weight from the unchanged formats
-    plus finetune_loss, finetune_steps, finetune_wall_s."""
+    plus finetune_loss, finetune_steps, finetune_wall_s.
+
+    `val`: a held-apart (images, labels) split, none of it in `calib`. The
+    post-training model and the model every `val_every` steps (default
+    steps // 8) and at the last step are scored on it (top-1), and the best
+    of them is returned (ties keep the earlier one), so a short calibration
+    set that the loop overfits can never make the result worse on unseen
+    data than the post-training one. info gains finetune_val ([step, top-1]
+    pairs; step 0 is the post-training model) and finetune_best_step."""
     method = result.info["method"]
     if method not in ADAPTERS:
         raise CompressionError(f"no fine-tuning for method {method!r}; have {sorted(ADAPTERS)}", field="method")
@@ -506,6 +550,11 @@ def finetune_result(result: CompressionResult, teacher: Optional[nn.Module], cal
         adapter.start()
     bar = _progress(steps, f"finetune {method}", progress)
     losses = []
+    every = max(1, val_every or steps // 8)
+    curve, best = [], None  # best: (top-1, step, snapshot of (model, res, adapter) or None for step 0)
+    if val is not None:
+        curve.append([0, _val_top1(result.model, val)])
+        best = (curve[0][1], 0, None)
     try:
         for step, (x, y) in enumerate(batches):
             frac = 0.5 * (1.0 + math.cos(math.pi * step / steps)) * min(1.0, (step + 1) / max(1.0, warmup * steps))
@@ -527,6 +576,16 @@ def finetune_result(result: CompressionResult, teacher: Optional[nn.Module], cal
             bar.update(1)
             if step % 10 == 0:
                 bar.set_postfix_str(f"loss {losses[-1]:.4f}")
+            if val is not None and ((step + 1) % every == 0 or step + 1 == steps):
+                if hasattr(adapter, "stop"):
+                    adapter.stop()  # score the deployed (hard) model
+                with torch.no_grad():
+                    top1 = _val_top1(model, val, adapter.build())
+                curve.append([step + 1, top1])
+                if top1 > best[0]:
+                    best = (top1, step + 1, _snapshot((model, res, adapter), teacher))
+                if hasattr(adapter, "start"):
+                    adapter.start()
     finally:
         bar.close()
         if hasattr(adapter, "stop"):
@@ -537,6 +596,18 @@ def finetune_result(result: CompressionResult, teacher: Optional[nn.Module], cal
             p.requires_grad_(True)
         if teacher is not None:
             teacher.train(teacher_mode)
+    if best is not None and best[1] == 0:
+        # nothing beat the post-training model on the held-apart split
+        out = CompressionResult(copy.deepcopy(result.model), dict(result.formats), copy.deepcopy(result.info),
+                                copy.deepcopy(result.state))
+        out.model.eval()
+        out.info.update(compress_wall_s=result.info.get("wall_s"), finetune_steps=steps, finetune_loss=losses,
+                        finetune_val=curve, finetune_best_step=0, finetune_wall_s=time.perf_counter() - t0)
+        return out
+    if best is not None:
+        model, res, adapter = best[2]  # taken with the adapter stopped
+        for p in model.parameters():
+            p.requires_grad_(True)
     err = adapter.finalize(model)
     model.eval()
     # bits/weight come from the formats, which fine-tuning never changes
@@ -554,6 +625,9 @@ def finetune_result(result: CompressionResult, teacher: Optional[nn.Module], cal
     info["compress_wall_s"] = result.info.get("wall_s")
     info["finetune_steps"] = steps
     info["finetune_loss"] = losses
+    if best is not None:
+        info["finetune_val"] = curve
+        info["finetune_best_step"] = best[1]
     info["finetune_wall_s"] = time.perf_counter() - t0
     res.info = info
     if check:
@@ -561,4 +635,71 @@ def finetune_result(result: CompressionResult, teacher: Optional[nn.Module], cal
     return res
 
 
-__all__ = ["finetune_result", "check_storage", "ADAPTERS"]
+# ----------------------------------------------------------------------------
+# cache of fine-tuned models
+# ----------------------------------------------------------------------------
+
+CACHE_ENV_VAR = "ARCHSIM_FINETUNE_CACHE"
+# bump when the loop's meaning changes (what it trains, its schedule, its best-step rule)
+FINETUNE_VERSION = 1
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get(CACHE_ENV_VAR)
+    return Path(env) if env else Path.home() / ".cache" / "archsim" / "finetune"
+
+
+def _data_digest(batches) -> str:
+    from ..evaluate import EvalSet
+    h = hashlib.sha256()
+    for x, y in batches:
+        h.update(EvalSet(x, y).digest().encode())
+    return h.hexdigest()
+
+
+def compress_finetuned(teacher: nn.Module, method: str, params: dict, calib, steps: int, val=None,
+                       seed: int = 0, cache_dir=None, progress: bool = True, **ft_kw) -> CompressionResult:
+    """compress(teacher, method, calib, seed, **params) (one thread), then finetune_result
+    (steps, val, seed, **ft_kw), cached on disk: a second call with the same
+    teacher weights (content hash), method, params, fine-tuning data and
+    budget, seed, torch thread count and FINETUNE_VERSION compresses again (deterministic) and
+    loads the fine-tuned weights and compression state instead of training.
+    info["finetune_cached"] says which. Cache directory: `cache_dir`, else
+    $ARCHSIM_FINETUNE_CACHE, else ~/.cache/archsim/finetune; False: no cache."""
+    from . import compress
+    from ..evaluate import model_digest
+
+    batches = list(calib)
+    res = compress(teacher, method, calib=batches, seed=seed, num_threads=1, **params)
+    if cache_dir is False:
+        ft = finetune_result(res, teacher, batches, steps, val=val, seed=seed, progress=progress, **ft_kw)
+        ft.info["finetune_cached"] = False
+        return ft
+    key_doc = {"v": FINETUNE_VERSION, "teacher": model_digest(teacher), "method": method,
+               "params": sorted((k, repr(v)) for k, v in params.items()), "steps": steps, "seed": seed,
+               "threads": torch.get_num_threads(), "options": sorted((k, repr(v)) for k, v in ft_kw.items()), "calib": _data_digest(batches),
+               "val": _data_digest([val]) if val is not None else None}
+    key = hashlib.sha256(json.dumps(key_doc).encode()).hexdigest()
+    path = (Path(cache_dir) if cache_dir not in (None, True) else default_cache_dir()) / key[:2] / f"{key}.pt"
+    if path.is_file():
+        try:
+            hit = torch.load(path, map_location="cpu", weights_only=True)
+            res.model.load_state_dict(hit["model"])
+            res.state = hit["state"]
+            res.info = {**json.loads(hit["info"]), "finetune_cached": True}
+            return res
+        except (OSError, RuntimeError, KeyError, ValueError, pickle.UnpicklingError):
+            pass  # unreadable entry: train again and overwrite
+    ft = finetune_result(res, teacher, batches, steps, val=val, seed=seed, progress=progress, **ft_kw)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        torch.save({"model": ft.model.state_dict(), "state": ft.state, "info": json.dumps(ft.info)}, tmp)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only cache never breaks fine-tuning
+    ft.info["finetune_cached"] = False
+    return ft
+
+
+__all__ = ["finetune_result", "check_storage", "compress_finetuned", "ADAPTERS"]

@@ -2,7 +2,7 @@
 
 Both take 1x32x32 inputs: the 28x28 images, standardised as for FashionCNN,
 zero-padded by 2 px on each side with the normalised value of a black pixel
-(`pad_to_32`). Checkpoints are shipped next to fmnist_cnn.pt:
+(`workloads.datasets.pad_to_32`). Checkpoints are shipped next to fmnist_cnn.pt:
 
     resnet20_fmnist.pt / .json   ResNet-20 (He et al. 2016, option-B shortcuts), in_ch=1
     vit_fmnist.pt / .json        DeiT-tiny-style ViT, patch 4, dim 96, depth 6,
@@ -18,22 +18,13 @@ from pathlib import Path
 from typing import Callable, Optional, Union
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from ..datasets import pad_to_32
+from ..evaluate import EvalSet, evaluate
 from .fmnist_cnn import CHECKPOINT_DIR, FashionCNN
 from .resnet import resnet20
 from .vit import VisionTransformer
-
-# The normalised value of a black pixel: (0 - FMNIST_MEAN) / FMNIST_STD.
-_BLACK = (0.0 - 0.2860) / 0.3530
-
-
-def pad_to_32(x: torch.Tensor) -> torch.Tensor:
-    """[N,1,28,28] standardised images -> [N,1,32,32], padded with background."""
-    if x.shape[-1] == 32:
-        return x
-    return F.pad(x, (2, 2, 2, 2), value=_BLACK)
 
 
 def vit_fmnist(num_classes: int = 10, in_ch: int = 1) -> VisionTransformer:
@@ -90,8 +81,6 @@ SUBSET_SIZE = 2000  # the fixed subset of the test set (its first images) tests 
 def subset_top1(name: str, model: Optional[nn.Module] = None, size: int = SUBSET_SIZE) -> float:
     """Top-1 of model `name` (default: its shipped checkpoint) on the first
     `size` test images (uncached evaluation)."""
-    from ..evaluate import EvalSet, evaluate
-
     model = model if model is not None else load_fmnist_model(name)
     ds = EvalSet.fashion_mnist("test", size=size, input_size=FMNIST_MODELS[name][1])
     return evaluate(model, ds, cache_dir=False)["top1"]
