@@ -164,7 +164,7 @@ def _utilisation(macs: int, pes: int, cycles: int) -> float:
 
 
 _COUNTERS = ("busy_cycles", "wait_data_cycles", "wait_space_cycles", "sram_read_bytes", "sram_write_bytes",
-             "dram_read_by_buffer")
+             "dram_read_by_buffer", "actions")
 
 
 def _layer_counters(ls) -> dict:

@@ -27,6 +27,7 @@ gives (':1', ':2'... for later calls of the same module).
 """
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import dataclass
@@ -103,7 +104,7 @@ def _run(model, batches, on_input):
         def hook(mod, args):
             k = calls.get(name, 0)
             calls[name] = k + 1
-            on_input(name if k == 0 else f"{name}:{k}", mod, args[0].detach().float())
+            on_input(name if k == 0 else f"{name}:{k}", mod, args[0].detach())
         return hook
 
     for name, mod in _names(model):
@@ -122,15 +123,19 @@ def profile_activations(model: nn.Module, inputs, act_bits: int = 8, batch_size:
                         lanes: Iterable[int] = LANE_GROUPS) -> dict[str, ActProfile]:
     """Run `inputs` (a tensor, split into batches, or an iterable of batches)
     through `model` twice (ranges, then statistics) and return
-    {layer name: ActProfile}. The model is put in eval mode; its weights are
+    {layer name: ActProfile}. A float64 copy of the model runs in eval mode; its weights are
     only read. The wall time is in the result's attribute-free companion
     `profile_activations.last_wall_s`."""
     t0 = time.perf_counter()
-    model.eval()
+    # In float64: float32 sums differ in their last bits between CPUs (AVX2 vs
+    # AVX-512 kernels, thread splits), and an activation on a rounding
+    # boundary of the act_bits grid would then profile differently per machine.
+    model = copy.deepcopy(model).double().eval()
     if isinstance(inputs, torch.Tensor):
         batches = [inputs[i:i + batch_size] for i in range(0, inputs.shape[0], batch_size)]
     else:
         batches = list(inputs)
+    batches = [b.double() if b.is_floating_point() else b for b in batches]
     lanes = tuple(sorted(set(int(L) for L in lanes)))
     # pass 1: range and sign per layer
     rng: dict[str, list] = {}

@@ -52,16 +52,64 @@ def cases():
     return out
 
 
+# Nodes per fingerprint chunk: a changed graph is named down to the first
+# chunk (and layer) that moved, without recording every node.
+CHUNK_NODES = 256
+
+
+def _node_key(attrs: dict) -> str:
+    return repr(sorted(attrs.items()))
+
+
+def fingerprint(graph) -> dict:
+    """Hashes of the ordered tile-graph nodes (every attribute) and their
+    incoming edges, in chunks of CHUNK_NODES nodes. Node order is each
+    queue's order, so equal fingerprints mean an equal simulation."""
+    import hashlib
+
+    n = graph.number_of_nodes()
+    chunks, layer_of_chunk = [], []
+    for c0 in range(0, n, CHUNK_NODES):
+        h = hashlib.sha256()
+        for v in range(c0, min(n, c0 + CHUNK_NODES)):
+            h.update(_node_key(graph.nodes[v]).encode())
+            h.update(repr(sorted(graph.pred[v])).encode())
+        chunks.append(h.hexdigest()[:16])
+        layer_of_chunk.append(graph.nodes[c0]["layer"])
+    return {"nodes": n, "edges": graph.number_of_edges(), "chunk_nodes": CHUNK_NODES, "chunks": chunks,
+            "chunk_first_layer": layer_of_chunk}
+
+
+def _sum_dicts(rows, key) -> dict:
+    out: dict = {}
+    for row in rows:
+        for k, v in row[key].items():
+            out[k] = out.get(k, 0) + v
+    return dict(sorted(out.items()))
+
+
 def results(cases_: dict) -> dict:
     from archsim.api import simulate
+    from archsim.config import load_arch
+    from workloads.tiling import TileCache
 
     out = {}
-    for name, (layers, arch, overrides) in cases_.items():
-        r = simulate(layers, arch, overrides=overrides)
+    for name, (layers, arch_name, overrides) in cases_.items():
+        arch = load_arch(arch_name, overrides)
+        cache = TileCache()
+        graph = cache.tile(layers, arch)
+        r = simulate(layers, arch, tiles=cache)
+        stats = r.layer_counters
         out[name] = {"total_cycles": r.totals["total_cycles"], "energy_total_pj": r.totals["energy_total_pj"],
                      "dram_bytes": r.totals["dram_read_bytes"] + r.totals["dram_write_bytes"],
                      "layer_cycles": [l["total_cycles"] for l in r.layers],
-                     "layer_compute_cycles": [l["compute_cycles"] for l in r.layers]}
+                     "layer_compute_cycles": [l["compute_cycles"] for l in r.layers],
+                     "dram_read_by_buffer": _sum_dicts(stats, "dram_read_by_buffer"),
+                     "dram_write_bytes": r.totals["dram_write_bytes"],
+                     "sram_read_bytes": _sum_dicts(stats, "sram_read_bytes"),
+                     "sram_write_bytes": _sum_dicts(stats, "sram_write_bytes"),
+                     "actions": _sum_dicts(stats, "actions"),
+                     "fingerprint": fingerprint(graph)}
     return out
 
 
