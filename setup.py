@@ -1,39 +1,26 @@
-import re
-from pathlib import Path
+"""Only what pyproject.toml cannot say: the package list. It is every package
+found under archsim/, workloads/ and plots/ (a new subpackage needs no edit
+here) plus archsim.arch_configs, which is the top-level arch_configs/ folder
+(the built-in architectures and study files) installed inside archsim."""
+import atexit
+import shutil
+import tempfile
 
 from setuptools import find_packages, setup
 
-VERSION = re.search(r'__version__ = "([^"]+)"', (Path(__file__).parent / "archsim" / "version.py").read_text()).group(1)
+# Build in a temporary folder, so that `pip install .` leaves no build/ or
+# archsim.egg-info/ in the checkout.
+_tmp = tempfile.mkdtemp(prefix="archsim-build-")
+atexit.register(shutil.rmtree, _tmp, ignore_errors=True)
 
 setup(
-    name="archsim",
-    version=VERSION,
-    description="Discrete-event simulator for DNN accelerators running compressed models",
-    # Everything a command reads is installed with the code: the built-in
-    # architectures (kept at the top of the checkout, installed as the package
-    # data archsim/arch_configs), the energy table, the trained checkpoints and
-    # the plotting helpers.
     packages=find_packages(include=["archsim", "archsim.*", "workloads", "workloads.*", "plots"])
-    + ["archsim.arch_configs"],
+    + ["archsim.arch_configs", "archsim.arch_configs.studies"],
     package_dir={"archsim.arch_configs": "arch_configs"},
+    # Everything a command reads is installed with the code: the architectures,
+    # the study files, the energy table and the trained checkpoints.
     package_data={"archsim": ["data/*.csv"], "archsim.arch_configs": ["*.yaml"],
+                  "archsim.arch_configs.studies": ["*.yaml"],
                   "workloads": ["checkpoints/*.pt", "checkpoints/*.json"]},
-    python_requires=">=3.10",
-    install_requires=[
-        # CPU build; an unpinned torch pulls a multi-GB CUDA build (README: install it from PyTorch's CPU index)
-        "torch==2.13.0",
-        "simpy>=4.1",
-        "numpy>=1.24",
-        "networkx>=3.0",
-        "pydantic>=2.5",
-        "PyYAML>=6.0",
-        "matplotlib>=3.7",
-        "pandas>=2.0",
-        "faiss-cpu>=1.7",
-        "optuna>=4.0",             # archsim explore: samplers and RDB (SQLite) storage
-        "distributed>=2024.1",     # archsim explore --executor dask (brings dask)
-        "tqdm>=4.60",
-    ],
-    extras_require={"test": ["pytest>=7", "hypothesis>=6.100"]},
-    entry_points={"console_scripts": ["archsim=archsim.cli:main"]},
+    options={"build": {"build_base": f"{_tmp}/build"}, "egg_info": {"egg_base": _tmp}},
 )

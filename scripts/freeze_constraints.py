@@ -1,5 +1,6 @@
 """Write constraints.txt: the installed version of every package in archsim's
-dependency closure (install_requires + the test extra, recursively), so that
+dependency closure (its dependencies + the test extra, recursively, as the
+installed archsim's metadata lists them, i.e. as pyproject.toml does), so that
 `pip install -c constraints.txt -e ".[test]"` reproduces this environment.
 
 Usage: python scripts/freeze_constraints.py > constraints.txt
@@ -9,11 +10,8 @@ from __future__ import annotations
 import importlib.metadata as md
 import re
 import sys
-from pathlib import Path
 
 from packaging.requirements import Requirement
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _norm(name: str) -> str:
@@ -21,11 +19,9 @@ def _norm(name: str) -> str:
 
 
 def roots() -> list[str]:
-    """install_requires and extras_require['test'] as setup.py lists them."""
-    text = (ROOT / "setup.py").read_text()
-    block = re.search(r"install_requires=\[(.*?)\]", text, re.S).group(1)
-    test = re.search(r'"test":\s*\[(.*?)\]', text, re.S).group(1)
-    return [Requirement(s).name for s in re.findall(r'"([^"]+)"', block + test)]
+    """archsim's dependencies and its test extra (run after installing it)."""
+    reqs = [Requirement(r) for r in md.requires("archsim") or []]
+    return [r.name for r in reqs if r.marker is None or r.marker.evaluate({"extra": "test"})]
 
 
 def closure(names: list[str]) -> dict[str, tuple[str, str]]:
