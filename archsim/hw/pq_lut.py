@@ -21,9 +21,13 @@ A column needs G = ceil(Ns/ns_vec) subspace groups. With the paper's port
 width (lut_port_entries = nout_vec, one port) the steady state per column is
 PQA's model
     max(ceil(Ls/ls_vec)*ceil(Np/np_vec), ceil(Cout/nout_vec)) * ceil(Ns/ns_vec)
-and a layer's compute is its output pixels times that, plus one block of
-pipeline fill and drain per compute node (the simulation moves blocks of
-`block_columns` columns per event, not single columns: tiles, not cycles).
+and a layer's compute is its output pixels times that, plus the pipeline's
+fill and drain once per pass (a run of nodes with the same stage profile:
+one LUT tile's columns, chunk after chunk): the first subspace group's
+encoding, and a cycle each through the adder tree and the write-out
+(`fill_drain_cycles`); PQA's model has neither. The simulation
+moves blocks of `block_columns` columns per event (tiles, not cycles); the
+block size changes no cycle count, only how finely FIFO stalls are seen.
 
 Tables: the prototypes (Ns*Np*Ls entries at the format's proto_bits, plus
 the two scales) go into the kind's prototype buffer (`proto_buffer_bytes`),
@@ -137,13 +141,30 @@ class PQLutArray(PEKind):
         b = self.spec.block_columns
         return [b] * (n // b) + ([n % b] if n % b else [])
 
+    def fill_drain_cycles(self, per: tuple, Ls: int, Np: int, cout: int) -> tuple[int, int]:
+        """(fill, drain) of one pass through the pipeline whose per-column
+        stage cycles are `per`. The distance unit hands over a subspace
+        group's indices once its argmin is done (ceil(Ls/ls_vec) *
+        ceil(Np/np_vec) cycles); LUT entries, sums and outputs stream on
+        at one hop a cycle. So the fill is that first group's encoding
+        (unless the distance unit is the slowest stage, which then starts at
+        once), and the drain one cycle through the adder tree and one
+        through the write-out, after the last group's LUT reads where the
+        distance unit was the slowest stage."""
+        s = self.spec
+        slowest = max(range(3), key=lambda i: (per[i], -i))  # the first slowest of dist / lut / adder
+        hops = 1 + (1 if per[3] else 0)  # adder tree, write-out (none for a part whose sums stay)
+        if slowest == 0:
+            return 0, _c(cout, self.lut_rate) + hops
+        return (_c(Ls, s.ls_vec) * _c(Np, s.np_vec) if per[0] else 0), hops
+
     def fold_cycles(self, fold: Fold, fmt) -> int:
-        """Closed form of one node: blocks through a 4-stage pipeline with
-        FIFOs deep enough (what `execute` gives unless a FIFO limits it)."""
+        """Closed form of one node in steady state: its columns at the
+        slowest stage's pace (what `execute` gives with any FIFO depth: the
+        stage times are constant). The pass's fill and drain are added to
+        its first and last node by `map_layer` (node "pq_fill_drain")."""
         per = self.stage_cycles_per_column(fmt.Ls, fmt.Np, fold.rows_used, fold.cols_used, fold.first, fold.last)
-        blocks = self._blocks(fold.stream_len)
-        first = blocks[0]
-        return sum(p * first for p in per) + max(per) * (fold.stream_len - first)
+        return max(per) * fold.stream_len
 
     def fold_actions(self, fold: Fold, fmt) -> dict[str, int]:
         Ns, cu, n = fold.rows_used, fold.cols_used, fold.stream_len
@@ -167,31 +188,44 @@ class PQLutArray(PEKind):
     def execute(self, env, node):
         """Run one compute node's columns through dist -> lut -> adder -> out,
         block by block, the stages joined by Stores of fifo_depth blocks.
-        Returns per-stage busy / starved / blocked cycles for the layer stats."""
+        The pipeline runs across the nodes of a pass: the first node waits
+        for the fill and the last for the drain (map_layer's
+        "pq_fill_drain"); in between, each stage starts on a block its
+        upstream finished in the previous block slot (one block already in
+        each FIFO), so a node takes exactly its steady state, whatever
+        `block_columns`. Returns per-stage busy / starved / blocked cycles
+        for the layer stats."""
         per = node["pq_stage_cols"]
+        fill, drain = node["pq_fill_drain"]
         blocks = self._blocks(node["fold"].stream_len)
         depth = self.spec.fifo_depth
         fifos = [simpy.Store(env, capacity=depth) for _ in range(len(STAGES) - 1)]
+        for f in fifos:
+            f.items.append(blocks[0])  # the pipeline is already running
         busy = [0] * len(STAGES)
         starved = [0] * len(STAGES)
         blocked = [0] * len(STAGES)
 
         def stage(i):
-            for b in blocks:
+            for j, b in enumerate(blocks):
                 if i > 0:
                     t = env.now
-                    b = yield fifos[i - 1].get()
+                    yield fifos[i - 1].get()
                     starved[i] += env.now - t
                 if per[i]:
                     yield env.timeout(per[i] * b)
                     busy[i] += per[i] * b
-                if i < len(STAGES) - 1:
+                if i < len(STAGES) - 1 and j + 1 < len(blocks):
                     t = env.now
-                    yield fifos[i].put(b)
+                    yield fifos[i].put(blocks[j + 1])
                     blocked[i] += env.now - t
 
+        if fill:
+            yield env.timeout(fill)
         procs = [env.process(stage(i)) for i in range(len(STAGES))]
         yield env.all_of(procs)
+        if drain:
+            yield env.timeout(drain)
         return {f"pe.{name}": (busy[i], starved[i], blocked[i]) for i, name in enumerate(STAGES)}
 
     # -- mapping ----------------------------------------------------------------
@@ -270,8 +304,10 @@ class PQLutArray(PEKind):
         chunks = [(m0, min(s_chunk, M - m0)) for m0 in range(0, M, s_chunk)]
         in_resident = sum(t.in_dram_bytes(n * K) for _, n in chunks) <= cap_in and not keep_idx
         t.loop_order = (f"pq: {len(tiles)} LUT tile(s) of <= {cu_max} ch, {len(chunks)} column chunk(s)"
-                        + (", indices kept" if keep_idx else ", re-encoded per tile" if len(tiles) > 1 else "")
+                        + (", indices kept" if keep_idx else
+                           self._reencode_note(t, fmt, Ns, tiles, in_resident) if len(tiles) > 1 else "")
                         + (f", prototypes streamed in {len(parts)} parts" if parts else ""))
+        computes: list[int] = []
         # streamed prototypes: a part's load waits for the compute that used the
         # buffer room it takes (the previous part's, or the one before it when
         # two parts fit at once)
@@ -336,6 +372,7 @@ class PQLutArray(PEKind):
                                        alloc=(("output", onb),) if first_p else (), sram=tuple(sram))
                         b.nodes[cp]["pq_stage_cols"] = self.stage_cycles_per_column(
                             fmt.Ls, fmt.Np, ns_p, cu, encode, last_p)
+                        computes.append(cp)
                         if encode and parts:
                             proto_users.append(cp)
                     last_cp = cp
@@ -349,8 +386,36 @@ class PQLutArray(PEKind):
                 t.free_later(last_cp, "input", nb)
             if keep_idx:
                 t.free_later(last_cp, "input", idx_total)
+        self._passes(b, computes, fmt)
         self._layer_last_compute[t.li] = last_cp
         return last_store
+
+    def _passes(self, b, computes: list[int], fmt) -> None:
+        """The pipeline fills once at the start of a pass and drains once at
+        its end, not per node: a pass is a run of consecutive compute nodes
+        with the same stage profile (one LUT tile's or prototype part's
+        columns, chunk after chunk). Its first node gets the fill, its last
+        the drain."""
+        nodes = [b.nodes[v] for v in computes]
+        for i, nd in enumerate(nodes):
+            per = nd["pq_stage_cols"]
+            fill, drain = self.fill_drain_cycles(per, fmt.Ls, fmt.Np, nd["fold"].cols_used)
+            fill *= i == 0 or nodes[i - 1]["pq_stage_cols"] != per
+            drain *= i == len(nodes) - 1 or nodes[i + 1]["pq_stage_cols"] != per
+            nd["pq_fill_drain"] = (fill, drain)
+            nd["cycles"] += fill + drain
+
+    def _reencode_note(self, t, fmt, Ns: int, tiles, in_resident: bool) -> str:
+        """Loop-order note for a tiled LUT whose indices do not fit beside the
+        input: what re-encoding the columns for every later tile costs (the
+        steady-state cycles it adds where the distance unit becomes the
+        slowest stage, and the input bytes read again)."""
+        M, K = t.layer.M, t.layer.K
+        extra = sum(M * (max(self.stage_cycles_per_column(fmt.Ls, fmt.Np, Ns, cu, True))
+                         - max(self.stage_cycles_per_column(fmt.Ls, fmt.Np, Ns, cu, False))) for _, cu in tiles[1:])
+        again = (len(tiles) - 1) * t.in_dram_bytes(M * K)
+        where = "input buffer" if in_resident else "DRAM"
+        return f", re-encoded per tile (+{extra:,} cycles, +{again:,} B read again from {where})"
 
     @staticmethod
     def _proto_load(t, wait, nbytes: int) -> int:
