@@ -327,15 +327,11 @@ def _two_trials(text: str) -> tuple[int, int]:
 def cmd_reproduce(args) -> int:
     from archsim import reproduce as rp
 
-    claims, details = rp.reproduce(args.paper, args.out)
-    print(rp.format_table(args.paper, claims))
-    if details and "per_layer" in details:
-        print(rp.format_layers(details))
-    elif details and "per_layer_parallelism" in details:
-        from archsim.reproduce_pqa import format_details
-
-        print(format_details(details))
-    print(f"\nwrote {Path(args.out) / args.paper}.json, {args.paper}.png")
+    budget = rp.Budget(**{k: v for k, v in (("steps", args.steps), ("pq_steps", args.pq_steps),
+                                            ("batch", args.batch)) if v is not None})
+    claims, details = rp.reproduce(args.paper, args.out, budget=budget, n_test=args.test_images)
+    print(rp.format_report(args.paper, claims, details))
+    print(f"\nwrote {Path(args.out) / args.paper}.json, {args.paper}.png ({details['wall_s']:.0f} s)")
     return 0
 
 
@@ -421,6 +417,11 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("reproduce", help="a paper's headline claims: its shipped YAMLs vs their baselines")
     rp.add_argument("paper", choices=["mvq", "ssvq", "swis", "pqa"], help="which paper")
     rp.add_argument("--out", default="archsim_out/reproduce", help="folder for <paper>.json and <paper>.png")
+    rp.add_argument("--steps", type=_positive_int, help="fine-tuning steps per candidate setting (default 100)")
+    rp.add_argument("--pq-steps", type=_positive_int, help="fine-tuning steps per PQ setting (default 40)")
+    rp.add_argument("--batch", type=_positive_int, help="training images per fine-tuning step (default 64)")
+    rp.add_argument("--test-images", type=_positive_int, default=10000,
+                    help="test images that top-1 is measured on (default all 10,000)")
     add_quiet(rp)
     rp.set_defaults(func=cmd_reproduce)
 

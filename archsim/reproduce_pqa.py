@@ -96,7 +96,7 @@ def pqa(model_name: str = "resnet20", n_test: int = 2000, accuracy: bool = True)
     from workloads.compression import compress
 
     from .api import simulate
-    from .reproduce import Claim
+    from .claims import Claim
 
     torch.set_num_threads(1)
     model = zoo.build(model_name)

@@ -262,16 +262,3 @@ def test_a_bad_yaml_block_is_one_line_naming_file_and_field_exit_2(tmp_path, cap
     assert main(["validate", str(p)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and str(p) in err and field in err
-
-
-@pytest.mark.skipif(not __import__("workloads.datasets", fromlist=["x"]).fashion_mnist_available(),
-                    reason="Fashion-MNIST not installed")
-def test_reproduce_swis_small(tmp_path):
-    import json
-
-    from archsim import reproduce as rp
-    claims, details = rp.swis(shared_bits=(3,), n_calib=16, n_test=200)
-    assert len(claims) == 4 and all(c.measured > 0 for c in claims)
-    assert set(details["per_layer"]) == {"stripes16", "pragmatic16", "int8_same_area", "swis16_ws N=3"}
-    assert details["calibration_wall_s"] > 0 and 0 < details["accuracy_swis"]["3"] <= 1
-    json.dumps(details)

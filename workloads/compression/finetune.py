@@ -64,8 +64,28 @@ from ._common import (CompressionError, CompressionResult, calib_batches, from_r
                       to_rows)
 
 
-def _progress(total: int, desc: str, enabled: bool):
-    """A tqdm bar on stderr when tqdm is installed and enabled, else a no-op."""
+class _Shared:
+    """A caller's bar (anything with update / set_postfix_str), advanced by
+    the loop's steps and left open for the caller's next task."""
+
+    def __init__(self, bar):
+        self.bar = bar
+
+    def update(self, n=1):
+        self.bar.update(n)
+
+    def set_postfix_str(self, s):
+        self.bar.set_postfix_str(s)
+
+    def close(self):
+        pass
+
+
+def _progress(total: int, desc: str, enabled):
+    """A tqdm bar on stderr when tqdm is installed and `enabled` is true, the
+    caller's bar when `enabled` is one, else a no-op."""
+    if hasattr(enabled, "update"):
+        return _Shared(enabled)
     if enabled:
         try:
             from tqdm import tqdm
@@ -494,7 +514,7 @@ def _snapshot(objs, teacher: Optional[nn.Module]):
 
 def finetune_result(result: CompressionResult, teacher: Optional[nn.Module], calib, steps: int,
                     lr: float = 1e-3, lr_rest: float = 1e-4, distill: bool = True, bn: str = "train",
-                    train_rest: bool = True, warmup: float = 0.05, seed: int = 0, progress: bool = True,
+                    train_rest: bool = True, warmup: float = 0.05, seed: int = 0, progress=True,
                     check: bool = True, val=None, val_every: int = 0, **opts) -> CompressionResult:
     """Fine-tune a compressed model (a `compress()` result) for `steps` Adam
     steps on `calib` ((inputs, labels) batches, cycled). `teacher`: the
@@ -504,6 +524,9 @@ def finetune_result(result: CompressionResult, teacher: Optional[nn.Module], cal
     temperature (pq). Returns a new CompressionResult (the input is not
     modified) whose info has top-level bits/weight from the unchanged formats
     plus finetune_loss, finetune_steps, finetune_wall_s.
+
+    `progress`: True / False, or a caller's bar (anything with update and
+    set_postfix_str) that the steps advance.
 
     `val`: a held-apart (images, labels) split, none of it in `calib`. The
     post-training model and the model every `val_every` steps (default
@@ -658,19 +681,24 @@ def _data_digest(batches) -> str:
 
 
 def compress_finetuned(teacher: nn.Module, method: str, params: dict, calib, steps: int, val=None,
-                       seed: int = 0, cache_dir=None, progress: bool = True, **ft_kw) -> CompressionResult:
+                       seed: int = 0, cache_dir=None, progress=True, result: Optional[CompressionResult] = None,
+                       **ft_kw) -> CompressionResult:
     """compress(teacher, method, calib, seed, **params) (one thread), then finetune_result
     (steps, val, seed, **ft_kw), cached on disk: a second call with the same
     teacher weights (content hash), method, params, fine-tuning data and
     budget, seed, torch thread count and FINETUNE_VERSION compresses again (deterministic) and
     loads the fine-tuned weights and compression state instead of training.
-    info["finetune_cached"] says which. Cache directory: `cache_dir`, else
-    $ARCHSIM_FINETUNE_CACHE, else ~/.cache/archsim/finetune; False: no cache."""
+    info["finetune_cached"] says which. `result`: that compression, when the
+    caller already has it (it is not compressed again). `progress`: as in
+    finetune_result, or a caller's bar to advance. Cache directory:
+    `cache_dir`, else $ARCHSIM_FINETUNE_CACHE, else ~/.cache/archsim/finetune;
+    False: no cache."""
     from . import compress
     from ..evaluate import model_digest
 
     batches = list(calib)
-    res = compress(teacher, method, calib=batches, seed=seed, num_threads=1, **params)
+    res = result if result is not None else compress(teacher, method, calib=batches, seed=seed, num_threads=1,
+                                                     **params)
     if cache_dir is False:
         ft = finetune_result(res, teacher, batches, steps, val=val, seed=seed, progress=progress, **ft_kw)
         ft.info["finetune_cached"] = False
@@ -684,6 +712,7 @@ def compress_finetuned(teacher: nn.Module, method: str, params: dict, calib, ste
     if path.is_file():
         try:
             hit = torch.load(path, map_location="cpu", weights_only=True)
+            res = CompressionResult(copy.deepcopy(res.model), dict(res.formats), res.info, res.state)
             res.model.load_state_dict(hit["model"])
             res.state = hit["state"]
             res.info = {**json.loads(hit["info"]), "finetune_cached": True}
