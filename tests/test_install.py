@@ -107,3 +107,11 @@ def test_a_users_own_pe_kind_installed_from_its_package(venv):
     (venv[1] / "bad.yaml").write_text(bad)
     err = _run(venv, "archsim", "validate", "bad.yaml", ok=False)
     assert "bad.yaml: pe_array.mult_stages" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_no_build_output_is_tracked():
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    out = subprocess.run(["git", "ls-files", "--", "*.egg-info", "*.egg-info/*", "build/*", "dist/*"], cwd=ROOT,
+                         capture_output=True, text=True, check=True).stdout
+    assert out == "", out
