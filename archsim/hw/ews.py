@@ -15,9 +15,16 @@ choices, each a parameter):
 Register-file energy per access is its width times the register_1b row (a
 small RF built of flip-flops, Aladdin's register model); area is its bits
 times register_1b's area.
+
+Area is reported per part (`area_um2`; `area_sources` says where each
+number comes from): the PEs' multipliers, adders and three register files,
+and the array's control. Control is a derived estimate: per PE a valid bit
+and the select bits of the weight and activation RFs (flip-flops), plus one
+sequencer of six 16-bit loop counters (register + incrementer + compare).
 """
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from pydantic import Field, PositiveInt
@@ -63,3 +70,91 @@ class EWSArray(SystolicArray):
         """Register-file bits per PE (weights, activations, partial sums)."""
         s = self.spec
         return s.weight_rf_entries * s.weight_bits + s.act_rf_entries * s.act_bits + s.psum_rf_entries * s.acc_bits
+
+    # -- area, part by part ------------------------------------------------------
+    SEQUENCER_COUNTERS = 6  # loop counters of a ws nest: col fold, row fold, chunk, pixel, group, layer
+    SEQUENCER_BITS = 16
+
+    def weight_entry_bits(self) -> int:
+        """Bits of one weight-RF entry."""
+        return self.spec.weight_bits
+
+    def act_rf_bits(self) -> int:
+        """Activation-RF bits per PE."""
+        return self.spec.act_rf_entries * self.spec.act_bits
+
+    def control_bits_per_pe(self) -> int:
+        """Valid bit + which weight-RF entry is live + which activation-RF entry."""
+        s = self.spec
+        sel = lambda n: math.ceil(math.log2(n)) if n > 1 else 0  # noqa: E731
+        return 1 + sel(s.weight_rf_entries) + sel(s.act_rf_entries)
+
+    def register_bits(self) -> int:
+        s = self.spec
+        return s.weight_rf_entries * self.weight_entry_bits() + self.act_rf_bits() + s.psum_rf_entries * s.acc_bits
+
+    def area_um2(self, em) -> dict[str, tuple[float, str]]:
+        s, t = self.spec, em.table
+        pes, reg = self.rows * self.cols, t.area("register_1b")
+        seq = self.SEQUENCER_COUNTERS * (self.SEQUENCER_BITS * reg + 2 * t.area("int16_add"))
+        return {"pe_array.mult": (pes * t.area("int8_mult") * s.weight_bits * s.act_bits / 64, "logic"),
+                "pe_array.add": (pes * t.area("int32_add") * s.acc_bits / 32, "logic"),
+                "pe_array.rf_weight": (pes * s.weight_rf_entries * self.weight_entry_bits() * reg, "logic"),
+                "pe_array.rf_act": (pes * self.act_rf_bits() * reg, "logic"),
+                "pe_array.rf_psum": (pes * s.psum_rf_entries * s.acc_bits * reg, "logic"),
+                "control": (pes * self.control_bits_per_pe() * reg + seq, "logic")}
+
+    def area_sources(self, em) -> dict[str, str]:
+        """Where each part of `area_um2` comes from (a table row, or a derived
+        estimate with its derivation)."""
+        s, r = self.spec, em.src
+        return {
+            "pe_array.mult": f"int8_mult x{s.weight_bits}*{s.act_bits}/64 per PE ({r('int8_mult')})",
+            "pe_array.add": f"int32_add x{s.acc_bits}/32 per PE ({r('int32_add')})",
+            "pe_array.rf_weight": f"register_1b x {s.weight_rf_entries} entries x {self.weight_entry_bits()} b "
+                                  f"per PE ({r('register_1b')})",
+            "pe_array.rf_act": f"register_1b x {self.act_rf_bits()} b per PE ({r('register_1b')})",
+            "pe_array.rf_psum": f"register_1b x {s.psum_rf_entries} x {s.acc_bits} b per PE ({r('register_1b')})",
+            "control": (f"derived estimate: register_1b x {self.control_bits_per_pe()} b per PE (valid + RF "
+                        f"selects) + a sequencer of {self.SEQUENCER_COUNTERS} x {self.SEQUENCER_BITS}-bit "
+                        f"counters (register_1b x16 + 2 x int16_add each) ({r('register_1b')}; "
+                        f"{r('int16_add')})"),
+        }
+
+
+# What the MVQ paper's "systolic array" covers, as parts of area_um2: the PEs
+# (multiplier, adder, register files), the activation-select muxes and the
+# array's control; not the weight loader (codebook RF, mask decoders) nor the
+# buffers, which its accelerator has beside the array.
+ARRAY_PARTS = ("pe_array", "mux", "control")
+GROUPS = {"pe_array": "PEs", "mux": "activation-select muxes", "control": "control",
+          "codebook": "weight loader", "decoder": "weight loader", "sram": "buffers"}
+
+
+def array_area_um2(area: dict) -> float:
+    """The systolic array's area (ARRAY_PARTS) out of a report's area_um2."""
+    return sum(v for k, v in area.items() if k.split(".")[0] in ARRAY_PARTS)
+
+
+def area_rows(em) -> list[dict]:
+    """One row per area part of an EnergyModel (node-scaled um^2): its group,
+    and where the number comes from."""
+    src = dict(em.pe.area_sources(em)) if hasattr(em.pe, "area_sources") else {}
+    a, arch = em.area_um2(), em.arch
+    if arch.codebook is not None:
+        from .codebook import CodebookBuffer
+
+        cap = CodebookBuffer.capacity_bytes(arch.codebook)
+        src["codebook"] = (f"codebook RF of {arch.codebook.entries} x {arch.codebook.width_bits} b priced as a "
+                           f"{cap} B SRAM: CACTI 7 rows interpolated")
+    if arch.decoder is not None:
+        src["decoder"] = (f"derived estimate: {arch.decoder.vectors_per_cycle} lookup lanes x 2 x "
+                          f"{arch.codebook.width_bits} b latches ({em.src('register_1b')})"
+                          + (f" + {arch.decoder.mask_decoders} LZC mask decoders ({em.src('lzc_8b')})"
+                             if hasattr(arch.decoder, "mask_decoders") else ""))
+    for b in ("weight", "input", "output"):
+        src[f"sram_{b}"] = f"{getattr(arch.buffers, b).capacity_bytes} B SRAM: CACTI 7 rows interpolated"
+    note = f"; {em.scaling_note}" if em.scaling_note else ""
+    group = lambda k: GROUPS["sram"] if k.startswith("sram_") else GROUPS.get(k.split(".")[0], k)  # noqa: E731
+    return [{"part": k, "group": group(k), "um2": v, "source": src.get(k, "") + note}
+            for k, v in a.items() if k != "total"]
