@@ -18,8 +18,9 @@ setup(
     + ["archsim.arch_configs", "archsim.arch_configs.studies"],
     package_dir={"archsim.arch_configs": "arch_configs"},
     # Everything a command reads is installed with the code: the architectures,
-    # the study files, the energy table and the trained checkpoints.
-    package_data={"archsim": ["data/*.csv"], "archsim.arch_configs": ["*.yaml"],
+    # the study files, archsim/data (energy table, DRAM presets...) and the
+    # trained checkpoints.
+    package_data={"archsim": ["data/**/*"], "archsim.arch_configs": ["*.yaml"],
                   "archsim.arch_configs.studies": ["*.yaml"],
                   "workloads": ["checkpoints/*.pt", "checkpoints/*.json"]},
     options={"build": {"build_base": f"{_tmp}/build"}, "egg_info": {"egg_base": _tmp}},

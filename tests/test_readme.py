@@ -66,6 +66,7 @@ def test_ci_runs_the_readmes_install_and_test_commands_in_a_fresh_venv():
 def in_repo_like_dir(tmp_path, monkeypatch):
     for name in ("arch_configs", "examples", "tests"):
         (tmp_path / name).symlink_to(ROOT / name)
+    (tmp_path / "archsim_out").mkdir()  # as after the README's first `archsim run`
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
