@@ -85,6 +85,15 @@ def _cell(text) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
+def _default(f) -> str:
+    value = f.get_default(call_default_factory=True)
+    if value is None:
+        return "absent"
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"  # as YAML writes it
+    return "`\"\"`" if value == "" else f"`{value}`"
+
+
 def _table(model: type[BaseModel], prefix: str, nested: list) -> list[str]:
     """One row per leaf field; blocks inside are queued in `nested`."""
     props = model.model_json_schema()["properties"]
@@ -96,13 +105,14 @@ def _table(model: type[BaseModel], prefix: str, nested: list) -> list[str]:
         sub = _model_of(f.annotation)
         if sub is not None:
             nested.append((path, f, sub))
-            default = "required" if f.is_required() else "absent" if f.default is None else "see block"
-            rows.append(f"| `{name}` | block, see [`{path}`](#{path.replace('.', '')}) | {default} | | "
-                        f"{_cell(f.description or '')} |")
+            many = typing.get_origin(f.annotation) in (list, tuple)
+            default = "required" if f.is_required() else "absent" if f.default is None else \
+                _default(f) if many else "see block"
+            rows.append(f"| `{name}` | {'list of blocks' if many else 'block'}, see [`{path}`](#{path.replace('.', '')}) "
+                        f"| {default} | | {_cell(f.description or '')} |")
             continue
         prop = props.get(name, {})
-        default = "required" if f.is_required() else "absent" if f.default is None else \
-            "`\"\"`" if f.default == "" else f"`{f.default}`"
+        default = "required" if f.is_required() else _default(f)
         rows.append(f"| `{name}` | {_type(prop)} | {default} | {_limits(prop)} | {_cell(f.description or '')} |")
     return rows
 
