@@ -163,7 +163,7 @@ def test_resnet18_runs_on_pqa(tmp_path):
 
 def test_dense_layers_are_refused_in_one_line():
     L = LayerSpec(name="dense", op="linear", M=4, N=8, K=16)
-    with pytest.raises(ArchsimError, match="pq_lut runs PQ layers only"):
+    with pytest.raises(ArchsimError, match="pq_lut array runs pq weights only"):
         tile([L], load_arch("pqa"))
 
 

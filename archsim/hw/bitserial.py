@@ -45,6 +45,10 @@ class BitSerialSpec(SystolicSpec):
 
 class BitSerialArray(SystolicArray):
     """A ws systolic array whose streamed steps take several cycles each."""
+    weight_formats = {
+        "dense": "bit-parallel INT weights as stored",
+        "trunc": "the kept bits as a narrower bit-parallel INT weight",
+    }
 
     def __init__(self, spec, arch):
         super().__init__(spec, arch)
@@ -57,9 +61,6 @@ class BitSerialArray(SystolicArray):
         return t.li
 
     def map_layer(self, t):
-        if t.layer.op != "matmul" and t.needs_decode:
-            t.refuse(f"a {self.kind} array consumes its weights as stored; {t.fmt.name} weights need "
-                     "a decoder it does not have", "pe_array.kind")
         self._ctx = self.layer_context(t)
         return super().map_layer(t)
 

@@ -26,6 +26,8 @@ class VQDecoderSpec(DecoderSpec):
 @register("decoder", "vq_decoder")
 class VQDecoder:
     Spec = VQDecoderSpec
+    # the formats it rebuilds, each with how (archsim.hw.compat)
+    formats = {"vq": "one codebook lookup per sub-vector"}
 
     def __init__(self, env, spec, codebook):
         self.env = env
@@ -69,6 +71,8 @@ class SignVQDecoderSpec(DecoderSpec):
 class SignVQDecoder(VQDecoder):
     """SSVQ: magnitude codebook lookup, then the stored sign of every weight."""
     Spec = SignVQDecoderSpec
+    formats = {"vq": "one codebook lookup per sub-vector (no signs to apply)",
+               "ssvq": "one lookup of magnitudes per sub-vector, then each weight's stored sign"}
 
     def cycles(self, node) -> int:
         lookup = math.ceil(node["lookups"] / self.vectors_per_cycle)
@@ -112,6 +116,8 @@ class MVQLoader(VQDecoder):
     of the N kept weights, which steer them to the sparse array's PE rows.
     The slower of the two stages sets the pace."""
     Spec = MVQLoaderSpec
+    formats = {"vq": "one codebook lookup per sub-vector (no masks)",
+               "mvq": "one codebook lookup per sub-vector, the N:M mask of each group through an LZC"}
 
     def cycles(self, node) -> int:
         lookup = math.ceil(node["lookups"] / self.vectors_per_cycle)

@@ -27,16 +27,30 @@ from .systolic import SystolicArray, SystolicSpec
 
 class NMSparseMixin:
     """Reduction mapping and mux costs shared by the N:M sparse kinds."""
+    weight_formats = {
+        **SystolicArray.weight_formats,
+        "nm": "N:M sparse: each PE row's mux picks the activation of its kept weight, at the array's n:m "
+              "(a layer pruned to fewer kept weights per group runs at the array's n)",
+        "mvq": "the loader rebuilds the kept weights and their mask; N:M sparse as for nm",
+    }
+
+    def format_problem(self, fmt):
+        if not hasattr(fmt, "density") or fmt.n >= fmt.m or getattr(self.spec, "any_pattern", False):
+            return super().format_problem(fmt)
+        if fmt.m != self.spec.m or fmt.n > self.spec.n:
+            return (f"{fmt.name} weights pruned {fmt.n}:{fmt.m} on an array built for "
+                    f"{self.spec.n}:{self.spec.m} (prune {self.spec.n}:{self.spec.m}, e.g. "
+                    f"--weights {fmt.name}:n={self.spec.n},m={self.spec.m})"), "pe_array.n"
+        return super().format_problem(fmt)
 
     def layer_nm(self, t) -> tuple[int, int] | None:
-        """(n, m) the array runs this layer at, or None when it runs dense."""
+        """(n, m) the array runs this layer at, or None when it runs dense
+        (a pattern it cannot run was refused before tiling: format_problem)."""
         fmt = t.fmt
         if t.layer.op == "matmul" or not hasattr(fmt, "density") or fmt.n >= fmt.m:
             return None
         if getattr(self.spec, "any_pattern", False):
             return fmt.n, fmt.m
-        if fmt.m != self.spec.m or fmt.n > self.spec.n:
-            return None
         return self.spec.n, self.spec.m
 
     def reduction_span(self, t) -> int:

@@ -16,7 +16,12 @@ A PE kind is a class registered with `@register_pe_kind` that declares:
   action_costs(em)      pJ per action, each with where it came from;
   area_um2(em)          area per component, each tagged logic or sram (static
                         power is area x the table's leakage/clock density);
-  peak_macs_per_cycle   for utilisation.
+  peak_macs_per_cycle   for utilisation;
+  weight_formats        {format name: the rule it runs by}: every weight format
+                        it executes (one a decoder rebuilds counts as executed
+                        only with a decoder that lists it too); any other is
+                        refused before tiling (archsim.hw.compat);
+  format_problem(fmt)   why it cannot run one format's parameters (None: it can).
 A compute node carries `cycles` and `actions` worked out by the kind when the
 layer is mapped, so the engine runs any kind without knowing it.
 """
@@ -71,6 +76,13 @@ class PEKind:
         self.rows = spec.rows
         self.cols = spec.cols
         self._fold_cache: dict = {}  # (Fold, id(format)) -> (cycles, actions); formats outlive one tile()
+
+    # -- weight formats ------------------------------------------------------------
+    weight_formats: dict[str, str] = {"dense": "MACs on the stored weights"}
+
+    def format_problem(self, fmt) -> tuple[str, str] | None:
+        """(why this array cannot run `fmt`, the field to change), or None."""
+        return None
 
     # -- mapping --------------------------------------------------------------
     # True when map_layer's nodes depend only on the layer (shape, format,

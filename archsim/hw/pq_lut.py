@@ -111,6 +111,8 @@ def _c(a: int, b: int) -> int:
 @register_pe_kind("pq_lut")
 class PQLutArray(PEKind):
     Spec = PQLutSpec
+    weight_formats = {"pq": "activations encoded to their nearest prototypes, outputs summed from "
+                            "lookup tables (no multiplier array)"}
     layers_independent = False  # a layer's prototype load waits on earlier layers' computes
 
     def __init__(self, spec, arch):
@@ -245,17 +247,12 @@ class PQLutArray(PEKind):
                 "idx_bits_per_column": Ns * max(1, math.ceil(math.log2(fmt.Np))) if fmt.Np > 1 else Ns}
 
     def map_layer(self, t):
-        from workloads.formats import PQFormat
-
         L, fmt, s = t.layer, t.fmt, self.spec
         if t.li == 0:
             self._layer_last_compute, self._layer_proto_bytes = {}, {}
         if L.op == "matmul":
             t.refuse("a matmul of two activations has no lookup table; pq_lut runs PQ layers only",
                      "pe_array.kind")
-        if not isinstance(fmt, PQFormat):
-            t.refuse(f"{fmt.name} weights: pq_lut runs PQ layers only (compress the model with pq, "
-                     f"or --weights pq:Ls=9,Np=16)", "pe_array.kind")
         if fmt.proto_bits > s.proto_bits or fmt.lut_bits > s.lut_bits:
             t.refuse(f"tables of {fmt.proto_bits}-bit prototypes / {fmt.lut_bits}-bit LUT entries are wider "
                      f"than the datapath ({s.proto_bits} / {s.lut_bits})", "pe_array.lut_bits")

@@ -57,6 +57,11 @@ class SWISSpec(BitSerialSpec):
 @register_pe_kind("swis_bitserial")
 class SWISArray(BitSerialArray):
     Spec = SWISSpec
+    weight_formats = {
+        "dense": "every weight bit is a step (as many steps as the format's bits, at most weight_bits)",
+        "trunc": "every kept bit is a step",
+        "swis": "one step per shared bit position of the group (shift tables with the weights)",
+    }
 
     # -- the layer's per-weight shared-bit counts --------------------------------
     def _per_weight_n(self, t) -> tuple[np.ndarray, np.ndarray, str]:
