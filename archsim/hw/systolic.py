@@ -55,6 +55,8 @@ class SystolicArray(PEKind):
         "vq": "the decoder rebuilds INT weights from the codebook, then dense INT MACs",
         "ssvq": "the decoder rebuilds signed weights (magnitude lookup + sign), then dense INT MACs",
         "mvq": "the loader rebuilds the weights with the pruned ones as zeros, then dense INT MACs",
+        "aqlm": "the decoder rebuilds weights as sums of M codewords, then dense INT MACs",
+        "lcvq": "the decoder rebuilds weights from the large (and residual) codebook, then dense INT MACs",
     }
 
     def __init__(self, spec, arch):
