@@ -501,3 +501,99 @@ def _all_formats():
             seen.append(s)
             todo.append(s)
     return seen
+
+
+# ---------------------------------------------------------------------------
+# VQ formats as LLMs use them (issue 21). Both are built from parameters
+# alone, so a meta-device model (shapes only) gets its formats without weights.
+# ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class AdditiveVQFormat(VQFormat):
+    """Additive multi-codebook VQ (AQLM, Egiazarian et al., ICML 2024): every
+    sub-vector of d weights stores one log2(k)-bit index into EACH of the
+    `n_codebooks` (M) codebooks of the layer, and is rebuilt as the sum of the
+    M codewords: M lookups and (M-1) x d additions per sub-vector.
+        bits/weight = M * log2(k) / d  (+ codebooks, + scales)
+    AQLM's 2-bit settings: "2x8" (M=2, k=2^8, d=8) and "1x16" (M=1, k=2^16,
+    d=8). Codebooks are FP16 (codebook_bits=16); `n_scales` per-output-channel
+    scales of `scale_bits` (AQLM keeps one FP16 scale per output channel)."""
+
+    k: int = 256
+    d: int = 8
+    codebook_bits: int = 16
+    n_codebooks: int = 2
+    n_scales: int = 0
+    name = "aqlm"
+
+    def payload_bits(self, n_weights: int) -> int:
+        return self.n_vectors(n_weights) * self.n_codebooks * _ceil_log2(self.k)
+
+    def side_bits(self, n_weights: int) -> int:
+        return self.n_codebooks * self.k * self.d * self.codebook_bits + self.n_scales * self.scale_bits
+
+    def decode_lookups(self, n_weights: int) -> int:
+        return self.n_vectors(n_weights) * self.n_codebooks
+
+    def decode_adds(self, n_weights: int) -> int:
+        """Element additions that sum the M codewords of every sub-vector."""
+        return self.n_vectors(n_weights) * (self.n_codebooks - 1) * self.d
+
+
+@dataclass(frozen=True)
+class LargeCodebookVQFormat(VQFormat):
+    """Large-codebook VQ (QuIP#'s E8P and VPTQ: 2^16 codewords of d=8, 16-bit
+    indices = 2 bits/weight), optionally with a residual codebook of
+    `residual_k` codewords (VPTQ's residual VQ; 0 = none) whose codeword is
+    added to the main one: one more index of log2(residual_k) bits, one more
+    lookup and d additions per sub-vector. A 2^16 x 8 FP16 codebook is 1 MiB
+    per layer: it is counted in the storage and loaded like any codebook,
+    which is where the decoder pays for it.
+    (QuIP# stores E8P as 256 entries plus sign/shift symmetry; this format
+    counts the plain table, as VPTQ and AQLM-1x16 store it.)"""
+
+    k: int = 1 << 16
+    d: int = 8
+    codebook_bits: int = 16
+    residual_k: int = 0
+    n_scales: int = 0
+    name = "lcvq"
+
+    def payload_bits(self, n_weights: int) -> int:
+        per = _ceil_log2(self.k) + (_ceil_log2(self.residual_k) if self.residual_k else 0)
+        return self.n_vectors(n_weights) * per
+
+    def side_bits(self, n_weights: int) -> int:
+        table = (self.k + self.residual_k) * self.d * self.codebook_bits
+        return self.n_codebooks * table + self.n_scales * self.scale_bits
+
+    def decode_lookups(self, n_weights: int) -> int:
+        return self.n_vectors(n_weights) * (2 if self.residual_k else 1)
+
+    def decode_adds(self, n_weights: int) -> int:
+        return self.n_vectors(n_weights) * self.d if self.residual_k else 0
+
+
+def llm_weight_format(spec: str, out_features: int) -> WeightFormat:
+    """A weight format from its name alone (no weight values), for meta
+    models: 'fp16', 'int8', 'int4' (per-output-channel FP16 scales),
+    'aqlm-2x8' (2 bits/weight additive VQ), 'aqlm-1x16', 'lcvq' (2^16 x 8,
+    2 bits/weight), 'lcvq-res' (+ a 2^8 residual codebook, 3 bits/weight).
+    Scales: one FP16 per output channel, as AQLM and the INT formats store them."""
+    s = spec.lower()
+    if s == "fp16":
+        return DenseFormat(bits=16)
+    if s in ("int8", "int4", "int3", "int2"):
+        return DenseFormat(bits=int(s[3:]), n_scales=out_features, scale_bits=16)
+    if s == "aqlm-2x8":
+        return AdditiveVQFormat(k=256, d=8, n_codebooks=2, n_scales=out_features, scale_bits=16)
+    if s == "aqlm-1x16":
+        return AdditiveVQFormat(k=1 << 16, d=8, n_codebooks=1, n_scales=out_features, scale_bits=16)
+    if s == "lcvq":
+        return LargeCodebookVQFormat(n_scales=out_features, scale_bits=16)
+    if s == "lcvq-res":
+        return LargeCodebookVQFormat(residual_k=256, n_scales=out_features, scale_bits=16)
+    raise ValueError(f"unknown LLM weight format {spec!r} (known: {', '.join(LLM_WEIGHT_FORMATS)})")
+
+
+LLM_WEIGHT_FORMATS = ("fp16", "int8", "int4", "int3", "int2", "aqlm-2x8", "aqlm-1x16", "lcvq", "lcvq-res")

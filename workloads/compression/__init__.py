@@ -22,6 +22,8 @@ Methods (`METHODS`; parameters and defaults are on each function):
   ssvq   ssvq.compress_ssvq      sign split + |W| VQ + learnable frozen signs
   pq     pq.compress_pq          PQA product quantization of activations
   swis   swis.compress_swis      shared weight bit sparsity (G=8, N=3 of 8)
+  aqlm   aqlm.compress_aqlm      additive VQ, M codebooks (AQLM 2x8: M=2, k=256, d=8)
+  lcvq   aqlm.compress_lcvq      large-codebook VQ (2^16 x 8), optional residual codebook
 
 Fine-tuning (all methods, one loop): finetune.finetune_result(result,
 teacher, calib, steps); result.state holds what it trains.
@@ -38,6 +40,7 @@ import inspect
 import torch
 
 from ._common import CompressionError, CompressionResult
+from .aqlm import compress_aqlm, compress_lcvq
 from .mvq import compress_mvq
 from .nm import compress_nm
 from .pq import compress_pq
@@ -56,6 +59,8 @@ METHODS = {
     "ssvq": compress_ssvq,
     "pq": compress_pq,
     "swis": compress_swis,
+    "aqlm": compress_aqlm,
+    "lcvq": compress_lcvq,
 }
 
 
@@ -100,7 +105,7 @@ _INT_BOUNDS = {
     "n_min": (0, 64), "niter": (0, 10 ** 5), "bits": (1, 32), "source_bits": (1, 32), "value_bits": (1, 32),
     "codebook_bits": (1, 32), "weight_bits": (1, 32), "proto_bits": (1, 32), "lut_bits": (1, 32),
     "k": (1, 1 << 16), "d": (1, 1 << 12), "n": (1, 1 << 12), "m": (1, 1 << 12), "Ls": (1, 1 << 12),
-    "Np": (1, 1 << 16), "group_size": (1, 1 << 12),
+    "Np": (1, 1 << 16), "group_size": (1, 1 << 12), "residual_k": (0, 1 << 16),
 }
 # float parameters: finite and within (lowest, highest)
 _FLOAT_BOUNDS = {"flip_rate_start": (0.0, 1.0), "flip_rate_end": (0.0, 1.0), "shared_bits": (0.0, 64.0)}

@@ -1,0 +1,295 @@
+"""Decoder-only transformers: the Llama style (RMSNorm, rotary embeddings,
+grouped-query attention, SwiGLU MLP) and the OPT/GPT style (LayerNorm,
+learned positions, a two-layer MLP with ReLU or GELU), with presets from the
+published configurations.
+
+    model = build_llm("llama2-7b", device="meta")   # shapes only, never allocated
+    block_layers(cfg, tokens=1, past=640, batch=1)  # one block's LayerSpecs for a decode step
+
+Attention is written for the compiler: q @ k^T and attn @ v are
+torch.matmul between activations (op 'matmul'), and grouped-query attention
+is laid out as the decode kernels lay it out: the `group` query heads that
+share one K/V head are stacked as rows, so the matmul runs n_kv_heads
+groups of (group x tokens) rows against one K (or V) each. Its second
+operand, the K or V cache, is thus read once per K/V head, not once per
+query head: GQA cuts KV bytes by the group factor.
+
+A block takes the cache of the earlier tokens (`past_k`, `past_v`: batch x
+n_kv_heads x past x head_dim) and appends its own keys and values; prefill
+is past = 0. The causal mask, softmax, norms, rotary and activations do no
+MACs and are not layers (the vector unit is not modelled yet).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import nn
+
+from archsim.errors import ArchsimError
+
+
+@dataclass(frozen=True)
+class LLMConfig:
+    name: str
+    style: str            # "llama" | "opt"
+    dim: int
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    ffn_dim: int
+    vocab: int
+    max_pos: int
+    tie_embeddings: bool = False
+    act: str = "silu"     # OPT style: "relu" | "gelu"
+    rope_theta: float = 10000.0
+    published_params: int = 0  # parameter count of the published model (0: not a published preset)
+    source: str = ""
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.n_heads
+
+    @property
+    def group(self) -> int:
+        return self.n_heads // self.n_kv_heads
+
+
+# Numbers from each model's config.json on the Hugging Face hub (hidden_size,
+# intermediate_size / ffn_dim, num_hidden_layers, num_attention_heads,
+# num_key_value_heads, vocab_size, max_position_embeddings, tie_word_embeddings).
+# published_params: the parameter count of the published checkpoint
+# (sum of numel over model.parameters(), shared embeddings counted once).
+PRESETS: dict[str, LLMConfig] = {
+    "tinyllama-1.1b": LLMConfig(
+        "tinyllama-1.1b", "llama", dim=2048, n_layers=22, n_heads=32, n_kv_heads=4, ffn_dim=5632,
+        vocab=32000, max_pos=2048, published_params=1_100_048_384,
+        source="TinyLlama/TinyLlama-1.1B-intermediate-step-1431k-3T/config.json: hidden_size 2048, "
+               "intermediate_size 5632, num_hidden_layers 22, num_attention_heads 32, "
+               "num_key_value_heads 4, vocab_size 32000, max_position_embeddings 2048"),
+    "llama2-7b": LLMConfig(
+        "llama2-7b", "llama", dim=4096, n_layers=32, n_heads=32, n_kv_heads=32, ffn_dim=11008,
+        vocab=32000, max_pos=4096, published_params=6_738_415_616,
+        source="meta-llama/Llama-2-7b-hf/config.json: hidden_size 4096, intermediate_size 11008, "
+               "num_hidden_layers 32, num_attention_heads 32, num_key_value_heads 32, vocab_size 32000, "
+               "max_position_embeddings 4096"),
+    "llama3-8b": LLMConfig(
+        "llama3-8b", "llama", dim=4096, n_layers=32, n_heads=32, n_kv_heads=8, ffn_dim=14336,
+        vocab=128256, max_pos=8192, rope_theta=500000.0, published_params=8_030_261_248,
+        source="meta-llama/Meta-Llama-3-8B/config.json: hidden_size 4096, intermediate_size 14336, "
+               "num_hidden_layers 32, num_attention_heads 32, num_key_value_heads 8, vocab_size 128256, "
+               "max_position_embeddings 8192, rope_theta 500000"),
+    "opt-1.3b": LLMConfig(
+        "opt-1.3b", "opt", dim=2048, n_layers=24, n_heads=32, n_kv_heads=32, ffn_dim=8192,
+        vocab=50272, max_pos=2048, tie_embeddings=True, act="relu", published_params=1_315_758_080,
+        source="facebook/opt-1.3b/config.json: hidden_size 2048, ffn_dim 8192, num_hidden_layers 24, "
+               "num_attention_heads 32, vocab_size 50272, max_position_embeddings 2048, "
+               "activation_function relu, tie_word_embeddings (OPT's learned positions keep 2 extra rows)"),
+    # small models of each style, for tests and the exactness check (not published)
+    "llama-tiny": LLMConfig("llama-tiny", "llama", dim=256, n_layers=4, n_heads=8, n_kv_heads=2,
+                            ffn_dim=688, vocab=1024, max_pos=1024, source="archsim test model"),
+    "opt-tiny": LLMConfig("opt-tiny", "opt", dim=256, n_layers=4, n_heads=8, n_kv_heads=8, ffn_dim=1024,
+                          vocab=1024, max_pos=1024, tie_embeddings=True, act="gelu",
+                          source="archsim test model"),
+}
+ALIASES = {"tinyllama": "tinyllama-1.1b", "llama2": "llama2-7b", "llama3": "llama3-8b", "opt": "opt-1.3b"}
+
+# OPT's learned position table has 2 rows more than max_position_embeddings
+# (transformers' OPTLearnedPositionalEmbedding offset).
+_OPT_POS_OFFSET = 2
+
+
+def preset(name: str) -> LLMConfig:
+    key = ALIASES.get(name, name)
+    if key not in PRESETS:
+        raise ArchsimError(f"unknown LLM preset {name!r}; known: {', '.join(PRESETS)}", field="model")
+    return PRESETS[key]
+
+
+def _rotate_half(x):
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: LLMConfig):
+        super().__init__()
+        self.cfg = cfg
+        bias = cfg.style == "opt"
+        hd = cfg.head_dim
+        self.q_proj = nn.Linear(cfg.dim, cfg.n_heads * hd, bias=bias)
+        self.k_proj = nn.Linear(cfg.dim, cfg.n_kv_heads * hd, bias=bias)
+        self.v_proj = nn.Linear(cfg.dim, cfg.n_kv_heads * hd, bias=bias)
+        self.o_proj = nn.Linear(cfg.n_heads * hd, cfg.dim, bias=bias)
+        if cfg.style == "llama":
+            inv = 1.0 / cfg.rope_theta ** (torch.arange(0, hd, 2, dtype=torch.float32) / hd)
+            self.register_buffer("inv_freq", inv, persistent=False)
+
+    def _rope(self, x, start: int):
+        # x: batch x tokens x heads x head_dim; positions start.. start+tokens-1
+        pos = torch.arange(x.shape[1], device=x.device, dtype=torch.float32) + start
+        ang = pos[:, None] * self.inv_freq[None, :]
+        ang = torch.cat((ang, ang), dim=-1)[:, None, :]
+        return x * ang.cos() + _rotate_half(x) * ang.sin()
+
+    def forward(self, x, past_k=None, past_v=None):
+        c = self.cfg
+        b, t = x.shape[0], x.shape[1]
+        hd, kvh, g = c.head_dim, c.n_kv_heads, c.group
+        q = self.q_proj(x).unflatten(-1, (kvh, g, hd))          # b t kvh g hd
+        k = self.k_proj(x).unflatten(-1, (kvh, hd))             # b t kvh hd
+        v = self.v_proj(x).unflatten(-1, (kvh, hd)).transpose(1, 2)
+        start = 0 if past_k is None else past_k.shape[2]
+        if c.style == "llama":
+            q = self._rope(q.flatten(2, 3), start).unflatten(2, (kvh, g))
+            k = self._rope(k, start)
+        k = k.transpose(1, 2)                                   # b kvh t hd
+        if past_k is not None:
+            k = torch.cat((past_k, k), dim=2)
+            v = torch.cat((past_v, v), dim=2)
+        ctx = k.shape[2]
+        # the query heads of one K/V head stacked as rows: b kvh (g t) hd
+        q = q.permute(0, 2, 3, 1, 4).flatten(2, 3)
+        s = torch.matmul(q, k.transpose(-2, -1)) * hd ** -0.5  # b kvh (g t) ctx
+        mask = torch.full((t, ctx), float("-inf"), device=x.device).triu(ctx - t + 1)
+        s = (s.unflatten(2, (g, t)) + mask).flatten(2, 3)
+        o = torch.matmul(s.softmax(dim=-1), v)                 # b kvh (g t) hd
+        o = o.unflatten(2, (g, t)).permute(0, 3, 1, 2, 4).flatten(2)
+        return self.o_proj(o), k, v
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: LLMConfig):
+        super().__init__()
+        self.llama = cfg.style == "llama"
+        if self.llama:  # SwiGLU
+            self.gate_proj = nn.Linear(cfg.dim, cfg.ffn_dim, bias=False)
+            self.up_proj = nn.Linear(cfg.dim, cfg.ffn_dim, bias=False)
+            self.down_proj = nn.Linear(cfg.ffn_dim, cfg.dim, bias=False)
+        else:
+            self.fc1 = nn.Linear(cfg.dim, cfg.ffn_dim)
+            self.fc2 = nn.Linear(cfg.ffn_dim, cfg.dim)
+            self.act = nn.ReLU() if cfg.act == "relu" else nn.GELU()
+
+    def forward(self, x):
+        if self.llama:
+            return self.down_proj(nn.functional.silu(self.gate_proj(x)) * self.up_proj(x))
+        return self.fc2(self.act(self.fc1(x)))
+
+
+def _norm(cfg: LLMConfig) -> nn.Module:
+    return nn.RMSNorm(cfg.dim, eps=1e-5) if cfg.style == "llama" else nn.LayerNorm(cfg.dim)
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: LLMConfig):
+        super().__init__()
+        self.norm1 = _norm(cfg)
+        self.attn = Attention(cfg)
+        self.norm2 = _norm(cfg)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x, past_k=None, past_v=None):
+        a, k, v = self.attn(self.norm1(x), past_k, past_v)
+        x = x + a
+        return x + self.mlp(self.norm2(x)), k, v
+
+
+class Head(nn.Module):
+    """Final norm + the vocabulary projection of the last token."""
+
+    def __init__(self, cfg: LLMConfig, embed: nn.Embedding):
+        super().__init__()
+        self.norm = _norm(cfg)
+        self.lm_head = nn.Linear(cfg.dim, cfg.vocab, bias=False)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = embed.weight
+
+    def forward(self, x):
+        return self.lm_head(self.norm(x[:, -1:]))
+
+
+class DecoderLM(nn.Module):
+    """forward(tokens) -> logits of the last position (prefill, no cache)."""
+
+    def __init__(self, cfg: LLMConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embed = nn.Embedding(cfg.vocab, cfg.dim)
+        self.pos = nn.Embedding(cfg.max_pos + _OPT_POS_OFFSET, cfg.dim) if cfg.style == "opt" else None
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.head = Head(cfg, self.embed)
+
+    def forward(self, tokens):
+        x = self.embed(tokens)
+        if self.pos is not None:
+            x = x + self.pos(torch.arange(tokens.shape[1], device=tokens.device) + _OPT_POS_OFFSET)
+        for blk in self.blocks:
+            x = blk(x)[0]
+        return self.head(x)
+
+
+def build_llm(name: str, device: str = "meta", seed: int = 0) -> DecoderLM:
+    """The preset's model. device="meta": shapes only (billions of parameters
+    cost no memory); "cpu": weights drawn from `seed` (normal, std 0.02, as
+    the published models initialise), for the small models only."""
+    cfg = preset(name)
+    if device == "meta":
+        with torch.device("meta"):
+            return DecoderLM(cfg).eval()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = DecoderLM(cfg)
+        for m in model.modules():
+            if isinstance(m, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(m.weight, std=0.02)
+    return model.eval()
+
+
+def block_inputs(cfg: LLMConfig, tokens: int, past: int, batch: int = 1):
+    """Meta example inputs of one block: (x, past_k, past_v); prefill has an
+    empty cache (past = 0)."""
+    x = torch.empty(batch, tokens, cfg.dim, device="meta")
+    kv = torch.empty(batch, cfg.n_kv_heads, past, cfg.head_dim, device="meta")
+    return (x, kv, kv)
+
+
+def block_layers(cfg: LLMConfig, tokens: int, past: int, batch: int = 1, formats: Optional[dict] = None,
+                 block: Optional[Block] = None) -> list:
+    """LayerSpecs of one transformer block (traced by workloads.compile.trace)
+    processing `tokens` new tokens after `past` cached ones. `formats` keys
+    are block-relative names ('attn.q_proj', 'mlp.down_proj', ...)."""
+    from workloads.compile import trace
+
+    if block is None:
+        with torch.device("meta"):
+            block = Block(cfg).eval()
+    return trace(block, block_inputs(cfg, tokens, past, batch), formats=formats)
+
+
+def head_layers(cfg: LLMConfig, batch: int = 1, fmt=None) -> list:
+    """LayerSpecs of the head (the vocabulary projection of one token per sequence)."""
+    from workloads.compile import trace
+
+    with torch.device("meta"):
+        head = Head(cfg, nn.Embedding(cfg.vocab, cfg.dim))
+    return trace(head, torch.empty(batch, 1, cfg.dim, device="meta"),
+                 formats={"lm_head": fmt} if fmt is not None else None)
+
+
+def linear_shapes(cfg: LLMConfig) -> dict:
+    """{block-relative name: (out_features, in_features)} of a block's linears."""
+    hd = cfg.head_dim
+    att = {"attn.q_proj": (cfg.n_heads * hd, cfg.dim), "attn.k_proj": (cfg.n_kv_heads * hd, cfg.dim),
+           "attn.v_proj": (cfg.n_kv_heads * hd, cfg.dim), "attn.o_proj": (cfg.dim, cfg.n_heads * hd)}
+    if cfg.style == "llama":
+        mlp = {"mlp.gate_proj": (cfg.ffn_dim, cfg.dim), "mlp.up_proj": (cfg.ffn_dim, cfg.dim),
+               "mlp.down_proj": (cfg.dim, cfg.ffn_dim)}
+    else:
+        mlp = {"mlp.fc1": (cfg.ffn_dim, cfg.dim), "mlp.fc2": (cfg.dim, cfg.ffn_dim)}
+    return {**att, **mlp}
+
+
+__all__ = ["LLMConfig", "PRESETS", "preset", "build_llm", "block_layers", "head_layers", "linear_shapes",
+           "DecoderLM", "Block"]
