@@ -6,10 +6,11 @@ from __future__ import annotations
 import copy
 import math
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import yaml
-from pydantic import BaseModel, Field, PositiveInt, SerializeAsAny, ValidationError, field_validator
+from pydantic import (BaseModel, Field, PositiveInt, SerializeAsAny, ValidationError, field_validator,
+                      model_validator)
 
 from .errors import ArchsimError
 from .hw.pe_kind import ComponentSpec, PESpec
@@ -58,6 +59,55 @@ class BuffersSpec(_Strict):
     weight: BufferSpec
     input: BufferSpec
     output: BufferSpec
+
+
+# What a shared memory level can hold. Private buffers hold tiles of one
+# operand each (`buffers:`); a shared level holds whole tensors, chosen by
+# the allocator (archsim.allocator): a layer's weights, activation tensors
+# between their producer and last consumer, spilled partial sums, side data.
+TENSOR_ROLES = ("weights", "activations", "psums", "side")
+PRIVATE_BUFFERS = ("weight", "input", "output")
+
+
+class MemoryLevelSpec(_Strict):
+    """A shared on-chip level between DRAM and the private buffers (e.g. a
+    global buffer). Transfers from it to the levels below share its port
+    bandwidth; tensors the allocator keeps in it are read from it instead of
+    DRAM."""
+    name: str = Field(min_length=1)
+    kind: str = "sram"
+    capacity_bytes: PositiveInt
+    word_bits: PositiveInt = 64
+    bytes_per_cycle: float = Field(gt=0, description="port bandwidth to the levels below it")
+    latency_cycles: int = Field(2, ge=0, description="cycles from a read request to its data")
+    parent: str = Field("dram", description="the level above it: 'dram' or another level's name")
+    serves: list[Literal["weights", "activations", "psums", "side"]] = Field(min_length=1)
+    quotas: dict[Literal["weights", "activations", "psums", "side"], float] = Field(
+        default_factory=dict, description="share of the capacity each role may hold (each 0..1, sum <= 1)")
+    source: str = ""
+
+
+class MemorySpec(_Strict):
+    levels: list[MemoryLevelSpec] = Field(default_factory=list, description="shared levels, outermost first")
+    retain_activations: bool = Field(False, description="keep a layer's output on chip for its consumers "
+                                     "when a level serving activations has room for its whole lifetime")
+    pin_weights: bool = Field(False, description="keep weights and side data in a level serving them across "
+                              "the whole run (batches after the first read them from chip)")
+
+
+class VectorUnitSpec(_Strict):
+    """Runs the non-GEMM operators (elementwise, activations, pooling, norms,
+    softmax): `lanes` elements per cycle for an operator of cost 1; an
+    operator class costs `op_cycles[class]` lane-cycles per element (per
+    element of its window for pooling and norms)."""
+    kind: str = "vector"
+    lanes: PositiveInt
+    op_cycles: dict[str, float] = Field(default_factory=dict, description="lane-cycles per element, per operator "
+                                        "class; classes not listed cost 1")
+    fused: list[str] = Field(default_factory=list, description="operator classes fused into the PE array's "
+                             "write-back when they directly follow a GEMM (no cycles, priced per element)")
+    buffer_bytes: PositiveInt = Field(8192, description="bytes of one streamed tile of an operand")
+    source: str = ""
 
 
 class CodebookSpec(_Strict):
@@ -111,6 +161,8 @@ class ArchSpec(_Strict):
     clock_mhz: float = Field(1000.0, gt=0)
     dram: DRAMSpec
     buffers: BuffersSpec
+    memory: MemorySpec = MemorySpec()
+    vector_unit: Optional[VectorUnitSpec] = None
     codebook: Optional[CodebookSpec] = None
     # plug-in blocks: the class named by `kind` brings its own schema
     decoder: Optional[SerializeAsAny[DecoderSpec]] = None
@@ -129,8 +181,51 @@ class ArchSpec(_Strict):
     def _decoder_kind(cls, v):
         return _plugin_spec("decoder", "decoder", DecoderSpec, "vq_decoder", v)
 
+    @model_validator(mode="after")
+    def _memory_hierarchy(self):
+        _check_memory(self.memory)
+        return self
+
+    def level(self, name: str) -> MemoryLevelSpec:
+        return next(lv for lv in self.memory.levels if lv.name == name)
+
     def with_overrides(self, overrides: list[str]) -> "ArchSpec":
         return load_arch_dict(self.model_dump(), overrides, source=self.path or self.name)
+
+
+def _check_memory(mem: MemorySpec):
+    """Parents exist and form a tree rooted at DRAM; names are unique; quotas
+    add up to at most the capacity; a requested behaviour has a level that
+    serves it. Each failure names its field."""
+    names = [lv.name for lv in mem.levels]
+    for i, lv in enumerate(mem.levels):
+        if lv.name in PRIVATE_BUFFERS + ("dram", "codebook") or names.index(lv.name) != i:
+            raise ArchsimError(f"level name {lv.name!r} is taken (by another level, a private buffer or dram)",
+                               field=f"memory.levels.{i}.name")
+        if lv.parent != "dram" and lv.parent not in names:
+            raise ArchsimError(f"parent {lv.parent!r} is no level (known: dram, {', '.join(names)})",
+                               field=f"memory.levels.{i}.parent")
+        for role, q in lv.quotas.items():
+            if not 0 <= q <= 1:
+                raise ArchsimError(f"quota {q} is not a share between 0 and 1", field=f"memory.levels.{i}.quotas.{role}")
+            if role not in lv.serves:
+                raise ArchsimError(f"quota for {role!r}, which the level does not serve",
+                                   field=f"memory.levels.{i}.quotas.{role}")
+        if sum(lv.quotas.values()) > 1 + 1e-9:
+            raise ArchsimError(f"quotas add up to {sum(lv.quotas.values()):g}, over 1", field=f"memory.levels.{i}.quotas")
+    parent = {lv.name: lv.parent for lv in mem.levels}
+    for i, lv in enumerate(mem.levels):
+        seen, cur = {lv.name}, lv.parent
+        while cur != "dram":
+            if cur in seen:
+                raise ArchsimError(f"parents form a cycle through {cur!r}", field=f"memory.levels.{i}.parent")
+            seen.add(cur)
+            cur = parent[cur]
+    served = {role for lv in mem.levels for role in lv.serves}
+    if mem.retain_activations and "activations" not in served:
+        raise ArchsimError("no memory level serves activations", field="memory.retain_activations")
+    if mem.pin_weights and "weights" not in served:
+        raise ArchsimError("no memory level serves weights", field="memory.pin_weights")
 
 
 def _set_dotted(d: dict, dotted: str, value, source: str):

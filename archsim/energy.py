@@ -240,8 +240,11 @@ class EnergyModel:
         # access grows with the bitlines switched). One array of the full
         # capacity per buffer: double buffering is two logical halves of one
         # array (ports: 2), not two smaller banks. Port count is not priced.
-        for buf in BUFFERS:
-            spec = getattr(arch.buffers, buf)
+        # Every memory level prices its accesses: the private buffers and the
+        # shared levels (memory.levels), by name.
+        self.levels = {buf: getattr(arch.buffers, buf) for buf in BUFFERS}
+        self.levels.update({lv.name: lv for lv in arch.memory.levels})
+        for buf, spec in self.levels.items():
             self._cost(f"sram_{buf}_read_pj", self.sram_read_pj(spec.capacity_bytes, spec.word_bits),
                        "pJ/access", self.sram_src(spec.capacity_bytes, spec.word_bits, "read"))
             self._cost(f"sram_{buf}_write_pj", self.sram_write_pj(spec.capacity_bytes, spec.word_bits),
@@ -263,11 +266,11 @@ class EnergyModel:
         for name, (pj, where) in actions.items():
             self._cost(name, pj, "pJ/action", where)
             self._actions[name] = self._costs[name][0]
-        for buf in BUFFERS:
-            area[f"sram_{buf}"] = (self.sram_area_um2(getattr(arch.buffers, buf).capacity_bytes), "sram")
+        for buf, spec in self.levels.items():
+            area[f"sram_{buf}"] = (self.sram_area_um2(spec.capacity_bytes), "sram")
         self._area = {k: (v * self._area_scale, kind) for k, (v, kind) in area.items()}
         # energy components in a fixed order: memories, then each action's component, then static
-        comps = list(MEMORY_COMPONENTS)
+        comps = list(MEMORY_COMPONENTS) + [f"sram_{lv.name}" for lv in arch.memory.levels]
         for name in actions:
             c = name.split(".", 1)[0]
             if c not in comps:
@@ -357,8 +360,12 @@ class EnergyModel:
         self.components, 0.0 where a component did nothing. The total is the sum."""
         e = dict.fromkeys(self.components, 0.0)
         e["dram"] = (ls.dram_read_bytes + ls.dram_write_bytes) * 8 * self._c("dram_pj_per_bit")
-        for buf in BUFFERS:
-            word_bits = getattr(self.arch.buffers, buf).word_bits
+        for buf in set(ls.sram_read_bytes) | set(ls.sram_write_bytes):
+            if buf not in self.levels:
+                raise ArchsimError(f"bytes were counted at memory {buf!r}, which no level of this "
+                                   "architecture prices", file=self.arch.path, field="memory.levels")
+        for buf, spec in self.levels.items():
+            word_bits = spec.word_bits
             # accesses = bytes / word bytes, rounded up over the layer's total
             reads = math.ceil(ls.sram_read_bytes.get(buf, 0) * 8 / word_bits)
             writes = math.ceil(ls.sram_write_bytes.get(buf, 0) * 8 / word_bits)

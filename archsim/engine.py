@@ -48,12 +48,24 @@ class _Machine:
             self.decoder = create("decoder", arch.decoder.kind, env, arch.decoder, self.codebook,
                                   source=src, field="decoder.kind")
         self.writeback = create("writeback", "writeback", env, self.dram)
-        self.execute = {"load": self._load, "store": self.writeback.execute, "compute": self.pe.execute,
+        self.levels = {lv.name: create("level", lv.kind, env, lv, source=src, field="memory.levels.kind")
+                       for lv in arch.memory.levels}
+        store = self._store if self.levels else self.writeback.execute
+        self.execute = {"load": self._load, "store": store, "compute": self.pe.execute,
                         "decode": self.decoder.execute if self.decoder else None,
                         "codebook_load": self.codebook.execute if self.codebook else None}
 
     def _load(self, env, node):
+        src = node.get("src")  # a tile read wholly from a shared level (archsim.allocator.Router)
+        if src is not None:
+            return self.levels[src].read(node["level_bytes"])
         return self.dram.read(node["bytes"])
+
+    def _store(self, env, node):
+        dst = node.get("dst")
+        if dst is not None:
+            return self.levels[dst].transfer(node["level_bytes"], write=True)
+        return self.writeback.execute(env, node)
 
 
 def run(graph, arch: ArchSpec, timeline=None) -> Stats:
@@ -91,6 +103,10 @@ class _Plan:
                 actions = ls.actions
                 for name, count in a["actions"]:
                     actions[name] += count
+            moves = a.get("moves")
+            if moves:
+                for src, dst, nb in moves:
+                    ls.transfer_bytes[f"{src}->{dst}"] += nb
             for buf, rd, wr in a["sram"]:
                 if rd:
                     ls.sram_read_bytes[buf] += rd
@@ -104,7 +120,7 @@ class _Plan:
             ls = LayerStats(name=meta["name"], op=meta["op"], macs=meta["macs"], meta=meta,
                             dram_read_bytes=p.dram_read_bytes, dram_write_bytes=p.dram_write_bytes,
                             codebook_loads=p.codebook_loads)
-            for f in ("dram_read_by_buffer", "actions", "sram_read_bytes", "sram_write_bytes"):
+            for f in ("dram_read_by_buffer", "actions", "sram_read_bytes", "sram_write_bytes", "transfer_bytes"):
                 getattr(ls, f).update(getattr(p, f))
             out.append(ls)
         return out

@@ -93,7 +93,7 @@ class Report:
     def format_table(self) -> str:
         """Aligned text table for the terminal: one row per layer and TOTAL."""
         top = self.top_components()
-        header = ["layer", "cycles", "compute", "stall", "util %", "DRAM KB", "energy uJ"] + [f"{c} uJ" for c in top]
+        header = ["layer", "cycles", "compute", "stall", "util %", "DRAM KiB", "energy uJ"] + [f"{c} uJ" for c in top]
 
         def cells(r: dict) -> list[str]:
             return ([str(r["name"]), f"{r['total_cycles']:,}", f"{r['compute_cycles']:,}", f"{r['stall_cycles']:,}",
@@ -164,7 +164,7 @@ def _utilisation(macs: int, pes: int, cycles: int) -> float:
 
 
 _COUNTERS = ("busy_cycles", "wait_data_cycles", "wait_space_cycles", "sram_read_bytes", "sram_write_bytes",
-             "dram_read_by_buffer", "actions")
+             "dram_read_by_buffer", "actions", "transfer_bytes")
 
 
 def _layer_counters(ls) -> dict:

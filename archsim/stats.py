@@ -28,6 +28,8 @@ class LayerStats:
     # buffer -> bytes read / written on chip
     sram_read_bytes: dict = field(default_factory=lambda: defaultdict(int))
     sram_write_bytes: dict = field(default_factory=lambda: defaultdict(int))
+    # 'from->to' -> bytes moved between memory levels (with shared levels declared)
+    transfer_bytes: dict = field(default_factory=lambda: defaultdict(int))
     # unit (queue) -> cycles busy / waiting for data / waiting for buffer room
     busy_cycles: dict = field(default_factory=lambda: defaultdict(int))
     wait_data_cycles: dict = field(default_factory=lambda: defaultdict(int))

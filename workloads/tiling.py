@@ -45,11 +45,11 @@ from collections import OrderedDict
 
 import networkx as nx
 
+from archsim.allocator import Router, allocate, layer_tensors
 from archsim.config import ArchSpec
 from archsim.errors import ArchsimError
 from archsim.gc_pause import gc_paused
 from archsim.hw import registry
-from archsim.hw.compat import check_layers
 
 from .layer_spec import LayerSpec
 
@@ -97,8 +97,10 @@ class LayerTiler:
     architecture, and the node factory it emits through."""
 
     def __init__(self, b: _Builder, arch: ArchSpec, pe, layer: LayerSpec, li: int,
-                 prev_store: int | None, decoder_cls=None):
+                 prev_store: int | None, decoder_cls=None, router=None, tensors=None):
         self.b, self.arch, self.pe, self.layer, self.li = b, arch, pe, layer, li
+        # shared memory levels: where each transfer goes (None: every transfer is to/from DRAM)
+        self.router, self.tensors = router, tensors or {}
         self.prev_store = prev_store
         self.first_act_dep = prev_store  # the first activation load waits for the previous layer
         self.act_bits = arch.pe_array.act_bits
@@ -154,8 +156,17 @@ class LayerTiler:
         if act_dep or self.layer.op == "matmul":
             deps = tuple(deps) + (self.first_act_dep,)
             self.first_act_dep = None
+        if self.router is not None:
+            return self._routed_load(buf, nbytes, deps, unit)
         return self.b.add("load", unit or f"dma.{buf}", self.li, deps, bytes=nbytes, buf=buf,
                           alloc=((buf, nbytes),), sram=((buf, 0, nbytes),))
+
+    def _routed_load(self, buf, nbytes, deps, unit):
+        role = "psum" if unit == "dma.output" else buf
+        r = self.router.load(self.tensors.get(role), nbytes, buf)
+        sram = ((buf, 0, nbytes),) + ((r.pop("level_sram"),) if "level_sram" in r else ())
+        return self.b.add("load", unit or f"dma.{buf}", self.li, deps, buf=buf, alloc=((buf, nbytes),),
+                          sram=sram, **r)
 
     def decode(self, deps, n_weights: int, read_bytes: int) -> int:
         """Rebuild n_weights from the weight buffer's compressed tile."""
@@ -174,10 +185,18 @@ class LayerTiler:
                             "sram": sram, "bytes": 0, "actions": actions, "fold": fold, "cycles": cycles,
                             "macs": macs}, deps)
 
-    def store(self, nbytes: int, dep: int, free_psum: int, sram_write: int = 0) -> int:
-        """Write `nbytes` back to DRAM, freeing `free_psum` of output room."""
-        return self.b.add("store", "writeback", self.li, (dep,), bytes=nbytes, buf="output",
-                          free=(("output", free_psum),), sram=(("output", free_psum, sram_write),))
+    def store(self, nbytes: int, dep: int, free_psum: int, sram_write: int = 0, psum: bool = False) -> int:
+        """Write `nbytes` back (the layer's output, or spilled partial sums
+        with `psum`), freeing `free_psum` of output room."""
+        sram = (("output", free_psum, sram_write),)
+        if self.router is None:
+            return self.b.add("store", "writeback", self.li, (dep,), bytes=nbytes, buf="output",
+                              free=(("output", free_psum),), sram=sram)
+        r = self.router.store(self.tensors.get("psum" if psum else "output"), nbytes)
+        if "level_sram" in r:
+            sram += (r.pop("level_sram"),)
+        return self.b.add("store", "writeback", self.li, (dep,), buf="output", free=(("output", free_psum),),
+                          sram=sram, **r)
 
     def free_later(self, v: int, buf: str, nbytes: int):
         """Node v gives back `nbytes` of `buf` when it ends."""
@@ -220,6 +239,7 @@ class _DryRun(LayerTiler):
     building nodes: the mapper runs one per candidate loop order."""
 
     def __init__(self, t: LayerTiler):
+        # not routed: a loop order is chosen on the private buffers alone, as without shared levels
         super().__init__(t.b, t.arch, t.pe, t.layer, t.li, None, t.decoder_cls)
         self.pe_cycles = 0
         self.dram_bytes = 0
@@ -238,7 +258,7 @@ class _DryRun(LayerTiler):
         self.pe_cycles += self.pe.fold_cost(fold, self._fold_fmt)[0]
         return 0
 
-    def store(self, nbytes, dep, free_psum, sram_write=0):
+    def store(self, nbytes, dep, free_psum, sram_write=0, psum=False):
         self.dram_bytes += nbytes
         return 0
 
@@ -292,8 +312,11 @@ def _layer_shape(L: LayerSpec) -> tuple:
 
 def _layer_key(L: LayerSpec, t: LayerTiler):
     """Everything a layer's nodes depend on besides the architecture: its
-    shape, and which outside nodes it waits for."""
-    return _layer_shape(L) + (t.prev_store is None, t.side_load is None)
+    shape, which outside nodes it waits for, and where its tensors live."""
+    key = _layer_shape(L) + (t.prev_store is None, t.side_load is None)
+    if t.router is not None:
+        key += tuple((role, t.router.state(name)) for role, name in sorted(t.tensors.items()))
+    return key
 
 
 class _Recording:
@@ -302,23 +325,39 @@ class _Recording:
     repeat layers; replaying is several times cheaper than the loop nest)."""
 
     def __init__(self, b: _Builder, first: int, first_edge: int, first_choice: int, t: LayerTiler, last_store,
-                 loop_order: str):
+                 loop_order: str, staged_before: dict):
         self.first, self.nodes, self.edges = first, b.nodes[first:], b.edges[first_edge:]
         self.choices = b.dram_choices[first_choice:]
         self.outside = {t.prev_store, t.side_load} - {None}
         self.prev_store, self.side_load = t.prev_store, t.side_load
         self.last_store, self.loop_order = last_store, loop_order
+        # routed transfers name their tensors: a replay renames them and stages as many bytes
+        self.roles = {name: role for role, name in t.tensors.items()}
+        self.staged = {role: t.router.fetched.get(name, 0) - staged_before.get(role, 0)
+                       for role, name in t.tensors.items()} if t.router is not None else {}
         # replay is sound only if the nest waited for nothing else outside the layer
         self.ok = all(u >= first or u in self.outside for u, _ in self.edges) and \
             (last_store is None or last_store >= first)
 
+    @staticmethod
+    def staged_now(t: LayerTiler) -> dict:
+        """Bytes staged so far per role (taken before the nest runs)."""
+        return {role: t.router.fetched.get(name, 0) for role, name in t.tensors.items()} if t.router else {}
+
     def replay(self, b: _Builder, t: LayerTiler):
         off = len(b.nodes) - self.first
         li = t.li
+        rename = {old: t.tensors[role] for old, role in self.roles.items()}
         for node in self.nodes:
             d = node.copy()
             d["layer"] = li
+            if "tensor" in d:
+                d["tensor"] = rename.get(d["tensor"], d["tensor"])
             b.nodes.append(d)
+        if t.router is not None:
+            for role, nb in self.staged.items():
+                name = t.tensors[role]
+                t.router.fetched[name] = t.router.fetched.get(name, 0) + nb
         first, prev, side = self.first, self.prev_store, self.side_load
         new_prev, new_side = t.prev_store, t.side_load
         b.edges.extend((u + off if u >= first else new_prev if u == prev else new_side, v + off)
@@ -333,14 +372,18 @@ def _tile(layers: list[LayerSpec], arch: ArchSpec) -> TileGraph:
     pe = registry.create("pe_array", arch.pe_array.kind, arch.pe_array, arch, source=arch.path,
                          field="pe_array.kind")
     decoder_cls = registry.lookup("decoder", arch.decoder.kind) if arch.decoder is not None else None
-    check_layers(layers, arch, pe)  # every weight format runs by a stated rule or is refused here
     b = _Builder()
     prev_store = None
     prev_decode_end = None
     summaries = []
     recordings: dict = {}
+    router, roles, alloc = None, [{}] * len(layers), None
+    if arch.memory.levels:
+        candidates, roles = layer_tensors(layers, arch)
+        alloc = allocate(candidates, len(layers), arch)
+        router = Router(alloc)
     for li, L in enumerate(layers):
-        t = LayerTiler(b, arch, pe, L, li, prev_store, decoder_cls)
+        t = LayerTiler(b, arch, pe, L, li, prev_store, decoder_cls, router, roles[li])
         _load_side_data(b, t, arch, prev_decode_end)
         first_node, first_edge, first_choice = len(b.nodes), len(b.edges), len(b.dram_choices)
         key = _layer_key(L, t) if pe.layers_independent else None
@@ -348,10 +391,11 @@ def _tile(layers: list[LayerSpec], arch: ArchSpec) -> TileGraph:
         if rec is not None:
             prev_store, loop_order = rec.replay(b, t), rec.loop_order
         else:
+            staged_before = _Recording.staged_now(t)
             prev_store = pe.map_layer(t)
             loop_order = pe.loop_order(t)
             if key is not None:
-                rec = _Recording(b, first_node, first_edge, first_choice, t, prev_store, loop_order)
+                rec = _Recording(b, first_node, first_edge, first_choice, t, prev_store, loop_order, staged_before)
                 if rec.ok:
                     recordings[key] = rec
         if t.needs_decode:
@@ -363,6 +407,8 @@ def _tile(layers: list[LayerSpec], arch: ArchSpec) -> TileGraph:
     g.graph["layers"] = summaries
     g.graph["arch"] = arch.name
     g.graph["dram_choices"] = b.dram_choices
+    if alloc is not None:
+        g.graph["allocation"] = alloc
     return g
 
 

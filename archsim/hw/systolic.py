@@ -49,25 +49,10 @@ class SystolicSpec(PESpec):
 class SystolicArray(PEKind):
     Spec = SystolicSpec
 
-    weight_formats = {
-        "dense": "INT MACs on the stored weights",
-        "trunc": "the kept bits are a narrower INT weight: dense INT MACs",
-        "vq": "the decoder rebuilds INT weights from the codebook, then dense INT MACs",
-        "ssvq": "the decoder rebuilds signed weights (magnitude lookup + sign), then dense INT MACs",
-        "mvq": "the loader rebuilds the weights with the pruned ones as zeros, then dense INT MACs",
-        "aqlm": "the decoder rebuilds weights as sums of M codewords, then dense INT MACs",
-        "lcvq": "the decoder rebuilds weights from the large (and residual) codebook, then dense INT MACs",
-    }
-
     def __init__(self, spec, arch):
         super().__init__(spec, arch)
         self.dataflow = spec.dataflow
         self.acc_bits = spec.acc_bits
-
-    def format_problem(self, fmt):
-        if self.dataflow == "is" and fmt.decode_lookups(1) > 0:
-            return "decoding compressed weights on an input-stationary array is not modelled", "pe_array.dataflow"
-        return None
 
     # -- timing ---------------------------------------------------------------
     def fill_cycles(self) -> int:
@@ -181,6 +166,9 @@ class SystolicArray(PEKind):
             stat_buf, strm_buf = "weight", "input"
             stat_bytes, strm_bytes = t.w_bytes, t.in_dram_bytes
         else:
+            if t.needs_decode:
+                t.refuse("decoding compressed weights on an input-stationary array is not modelled",
+                         "pe_array.dataflow")
             S, ncol = L.N, L.M
             stat_buf, strm_buf = "input", "weight"
             stat_bytes, strm_bytes = t.in_dram_bytes, t.w_bytes
@@ -314,7 +302,7 @@ class SystolicArray(PEKind):
                                 if r == nr - 1:
                                     last_store = t.store(act_bytes(sl * cu), cp, free_psum=pnb)
                                 elif spill_psums:
-                                    spill[s] = t.store(pnb, cp, free_psum=pnb)
+                                    spill[s] = t.store(pnb, cp, free_psum=pnb, psum=True)
                             if dec is not None and r == r1 - 1 and free_stat:
                                 t.free_later(dec, stat_buf, nb)
             for key, cp in resident_last_use.items():

@@ -1,0 +1,297 @@
+"""The static allocator: which tensors stay in which shared memory level.
+
+Decided once per run, at tiling time, before any node exists. Private
+buffers (`buffers:`) keep their tile-level reservations in the engine; this
+module decides whole-tensor residency in the shared levels (`memory.levels`):
+
+  weights, side data   the layer's own interval (re-reads within the layer
+                       come from chip); the whole run with `pin_weights`
+  activations          producer to last consumer, with `retain_activations`
+                       (a network output is always written to DRAM)
+  partial sums         the layer's interval, sized at the whole output at
+                       accumulator width (an upper bound on what it spills)
+
+A tensor is placed greedily in program order of its first use, in the
+innermost level that serves its role and has room over its whole interval
+(within the role's quota, if the level sets one); otherwise it lives in DRAM.
+Nothing is evicted: a kept tensor keeps its room until its last use. A shared
+level holds whole tensors only, so keeping a tensor never shrinks a private
+buffer and the consumer's loop nest is the one it would be without it: its
+DRAM traffic can only go down.
+
+A tensor that is not kept moves between DRAM and the private buffers
+directly (it does not stream through the shared level).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .config import ArchSpec
+
+# Tensors filled from DRAM on their first touch; the others are produced on chip.
+FROM_DRAM_ROLES = ("weights", "side")
+
+
+@dataclass
+class TensorPlan:
+    """One tensor's residency decision."""
+    name: str
+    role: str          # weights | side | activations | psums
+    bytes: int
+    first: int         # first and last op index that use it
+    last: int
+    level: str = "dram"
+    from_dram: bool = False  # its first touch reads it from DRAM (weights, side data, network inputs)
+    keep: bool = True        # False: never kept (a network output goes to DRAM); `reason` says why
+    reason: str = ""
+
+    def describe(self) -> dict:
+        return {"name": self.name, "role": self.role, "bytes": self.bytes, "first_op": self.first,
+                "last_op": self.last, "level": self.level, "reason": self.reason}
+
+
+@dataclass
+class Allocation:
+    """Residency of every candidate tensor, and each level's static occupancy per op."""
+    tensors: dict[str, TensorPlan] = field(default_factory=dict)
+    occupancy: dict[str, list[int]] = field(default_factory=dict)  # level -> bytes held during each op
+    capacity: dict[str, int] = field(default_factory=dict)
+
+    def level_of(self, name: str) -> str:
+        t = self.tensors.get(name)
+        return t.level if t is not None else "dram"
+
+    def peak_bytes(self) -> dict[str, int]:
+        return {lv: max(occ, default=0) for lv, occ in self.occupancy.items()}
+
+    def check(self):
+        """Peak occupancy within capacity at every level (the allocator's invariant)."""
+        for lv, occ in self.occupancy.items():
+            peak = max(occ, default=0)
+            if peak > self.capacity[lv]:
+                raise AssertionError(f"level {lv} holds {peak} B, over its {self.capacity[lv]} B")
+
+
+def _levels_innermost_first(arch: ArchSpec) -> list:
+    levels = list(arch.memory.levels)
+    depth = {}
+    parent = {lv.name: lv.parent for lv in levels}
+    for lv in levels:
+        d, cur = 0, lv.parent
+        while cur != "dram":
+            d, cur = d + 1, parent[cur]
+        depth[lv.name] = d
+    return sorted(levels, key=lambda lv: -depth[lv.name])
+
+
+def allocate(candidates: list[TensorPlan], n_ops: int, arch: ArchSpec) -> Allocation:
+    """Place `candidates` (in the order given: program order of first use)."""
+    levels = _levels_innermost_first(arch)
+    alloc = Allocation(occupancy={lv.name: [0] * n_ops for lv in levels},
+                       capacity={lv.name: lv.capacity_bytes for lv in levels})
+    by_role: dict[tuple[str, str], list[int]] = {}  # (level, role) -> bytes of that role held per op
+    mem = arch.memory
+    for t in candidates:
+        alloc.tensors[t.name] = t
+        if not t.keep:
+            continue
+        if t.role == "activations" and not mem.retain_activations:
+            t.reason = "memory.retain_activations is off"
+            continue
+        servers = [lv for lv in levels if t.role in lv.serves]
+        if not servers:
+            t.reason = f"no level serves {t.role}"
+            continue
+        span = range(t.first, t.last + 1)
+        why = []
+        for lv in servers:
+            occ = alloc.occupancy[lv.name]
+            free = lv.capacity_bytes - max(occ[i] for i in span)
+            role_occ = by_role.setdefault((lv.name, t.role), [0] * n_ops)
+            quota = lv.quotas.get(t.role)
+            if quota is not None:
+                free = min(free, int(quota * lv.capacity_bytes) - max(role_occ[i] for i in span))
+            else:
+                # roles without a quota share what the quotas leave
+                reserved = sum(int(q * lv.capacity_bytes) for q in lv.quotas.values())
+                unquoted = [r for r in lv.serves if r not in lv.quotas]
+                held = [sum(by_role.get((lv.name, r), [0] * n_ops)[i] for r in unquoted) for i in span]
+                free = min(free, lv.capacity_bytes - reserved - max(held))
+            if t.bytes <= free:
+                for i in span:
+                    occ[i] += t.bytes
+                    role_occ[i] += t.bytes
+                t.level = lv.name
+                t.reason = f"fits in {lv.name} over ops {t.first}..{t.last}"
+                break
+            why.append(f"{lv.name} has {max(free, 0):,} B free over ops {t.first}..{t.last}, needs {t.bytes:,} B")
+        else:
+            t.reason = "; ".join(why)
+    return alloc
+
+
+class Router:
+    """Where each transfer of a tiled layer comes from or goes to, given the
+    allocation: node attributes for the tiler. A tensor filled from DRAM
+    (weights, side data, the network input) reads its first `bytes` from DRAM
+    through the level that keeps it (staging it there) and every later byte
+    from that level; a tensor produced on chip is written to and read from
+    its level only."""
+
+    def __init__(self, alloc: Allocation):
+        self.alloc = alloc
+        self.fetched: dict[str, int] = {}  # tensor -> bytes staged from DRAM so far
+
+    def state(self, name: str) -> tuple:
+        """What a layer's transfers of `name` depend on (the replay key)."""
+        t = self.alloc.tensors.get(name)
+        if t is None or t.level == "dram":
+            return ("dram",)
+        return (t.level, t.from_dram, t.bytes, self.fetched.get(name, 0))
+
+    def load(self, name: str | None, nbytes: int, buf: str) -> dict:
+        t = self.alloc.tensors.get(name) if name else None
+        if t is None or t.level == "dram":
+            return {"bytes": nbytes, "tensor": name, "moves": (("dram", buf, nbytes),)}
+        lv = t.level
+        from_dram = 0
+        if t.from_dram:
+            from_dram = min(nbytes, max(0, t.bytes - self.fetched.get(name, 0)))
+            self.fetched[name] = self.fetched.get(name, 0) + from_dram
+        moves = ((("dram", lv, from_dram),) if from_dram else ()) + ((lv, buf, nbytes),)
+        # staged bytes stream through the level (cut-through): such a load is
+        # timed by the DRAM; a load wholly from the level by the level's port
+        r = {"bytes": from_dram, "tensor": name, "moves": moves, "level_sram": (lv, nbytes, from_dram)}
+        if not from_dram:
+            r["src"], r["level_bytes"] = lv, nbytes
+        return r
+
+    def store(self, name: str | None, nbytes: int) -> dict:
+        t = self.alloc.tensors.get(name) if name else None
+        if t is None or t.level == "dram":
+            return {"bytes": nbytes, "tensor": name, "moves": (("output", "dram", nbytes),)}
+        return {"bytes": 0, "tensor": name, "moves": (("output", t.level, nbytes),), "dst": t.level,
+                "level_sram": (t.level, 0, nbytes), "level_bytes": nbytes}
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def layer_tensors(layers: list, arch: ArchSpec) -> tuple[list[TensorPlan], list[dict]]:
+    """The candidate tensors of a run of GEMM layers, in program order of
+    first use, and per layer the tensor each of its transfers moves
+    ({'weight', 'input', 'output', 'psum'} -> name; for a matmul 'weight' is
+    its second activation operand).
+
+    With the workload's DAG (a workloads Workload: LayerSpec.inputs/output
+    and `.tensors`), activation lifetimes follow its edges. An operator this
+    run does not simulate (no vector unit) adds no op: its output is its first
+    input's tensor, and its other inputs are last used at the GEMM it follows
+    (where a fused write-back would read them). A plain list of layers is a
+    chain: each layer reads the previous one's output.
+    """
+    act_bytes = lambda elems: _ceil_div(elems * arch.pe_array.act_bits, 8)
+    acc_bits = getattr(arch.pe_array, "acc_bits", 32)
+    n = len(layers)
+    roles: list[dict] = [{} for _ in layers]
+    cands: list[tuple[int, int, TensorPlan]] = []  # (first use, priority, plan)
+    span_all = (0, n - 1)
+    for i, L in enumerate(layers):
+        if L.op != "matmul":
+            first, last = span_all if arch.memory.pin_weights else (i, i)
+            name = f"{L.name}:weights"
+            roles[i]["weight"] = name
+            cands.append((first, 2, TensorPlan(name, "weights", max(1, L.fmt.tile_bytes(L.n_weights)), first, last,
+                                               from_dram=True)))
+        name = f"{L.name}:psums"
+        roles[i]["psum"] = name
+        cands.append((i, 1, TensorPlan(name, "psums", _ceil_div(L.groups * L.M * L.N * acc_bits, 8), i, i)))
+    dag = getattr(layers, "tensors", None)
+    if dag and all(L.output for L in layers):
+        acts = _dag_activations(layers, act_bytes)
+    else:
+        acts = _chain_activations(layers, act_bytes)
+    for name, (elems_bytes, first, last, is_input, is_output, readers) in acts.items():
+        plan = TensorPlan(name, "activations", elems_bytes, first, last, from_dram=is_input)
+        if is_output:
+            plan.keep, plan.reason = False, "network output: written to DRAM"
+        cands.append((first, 0, plan))
+        for i, role in readers:
+            roles[i][role] = name
+    cands.sort(key=lambda c: (c[0], c[1]))
+    return [c[2] for c in cands], roles
+
+
+def _chain_activations(layers, act_bytes) -> dict:
+    out = {}
+    prev = "input"
+    for i, L in enumerate(layers):
+        in_elems = L.in_elems if L.in_elems is not None else L.groups * L.M * L.K
+        if prev == "input":
+            out["input"] = [act_bytes(in_elems), i, i, True, False, [(i, "input")]]
+        else:
+            out[prev][2] = i
+            out[prev][5].append((i, "input"))
+        name = f"{L.name}:out"
+        out[name] = [act_bytes(L.groups * L.M * L.N), i, i, False, i == len(layers) - 1, [(i, "output")]]
+        prev = name
+    return {k: tuple(v) for k, v in out.items()}
+
+
+def _dag_activations(layers, act_bytes) -> dict:
+    wl = layers
+    gemm = {L.name: i for i, L in enumerate(layers)}
+    ops = list(getattr(wl, "ops", layers))
+    # the GEMM each unsimulated operator follows in program order
+    after: dict[str, int] = {}
+    last_gemm = 0
+    for op in ops:
+        if op.name in gemm:
+            last_gemm = gemm[op.name]
+        else:
+            after[op.name] = last_gemm
+
+    by_name = {op.name: op for op in ops}
+
+    def root(t: str) -> str:
+        info = wl.tensors.get(t)
+        while info is not None and info.producer is not None and info.producer not in gemm:
+            op = by_name[info.producer]
+            if not op.inputs:
+                break
+            t = op.inputs[0]
+            info = wl.tensors.get(t)
+        return t
+
+    out: dict[str, list] = {}
+
+    def entry(r: str) -> list:
+        if r not in out:
+            info = wl.tensors[r]
+            is_input = info.producer is None
+            first = gemm[info.producer] if not is_input else len(layers)
+            out[r] = [act_bytes(info.elems), first, first if not is_input else -1, is_input, False, []]
+        return out[r]
+
+    for op in ops:
+        if op.name in gemm:
+            i = gemm[op.name]
+            for k, t in enumerate(op.inputs[:2]):
+                e = entry(root(t))
+                e[1] = min(e[1], i)
+                e[2] = max(e[2], i)
+                e[5].append((i, "input" if k == 0 else "weight"))
+            e = entry(root(op.output))
+            e[5].append((i, "output"))
+        else:
+            for t in op.inputs[1:]:
+                e = entry(root(t))
+                e[2] = max(e[2], after[op.name])
+    for t in getattr(wl, "outputs", ()):
+        r = root(t)
+        if r in out:
+            out[r][4] = True
+    for e in out.values():
+        e[2] = max(e[2], e[1])
+    return {k: tuple(v) for k, v in out.items()}
