@@ -49,10 +49,25 @@ class SystolicSpec(PESpec):
 class SystolicArray(PEKind):
     Spec = SystolicSpec
 
+    weight_formats = {
+        "dense": "INT MACs on the stored weights",
+        "trunc": "the kept bits are a narrower INT weight: dense INT MACs",
+        "vq": "the decoder rebuilds INT weights from the codebook, then dense INT MACs",
+        "ssvq": "the decoder rebuilds signed weights (magnitude lookup + sign), then dense INT MACs",
+        "mvq": "the loader rebuilds the weights with the pruned ones as zeros, then dense INT MACs",
+        "aqlm": "the decoder rebuilds weights as sums of M codewords, then dense INT MACs",
+        "lcvq": "the decoder rebuilds weights from the large (and residual) codebook, then dense INT MACs",
+    }
+
     def __init__(self, spec, arch):
         super().__init__(spec, arch)
         self.dataflow = spec.dataflow
         self.acc_bits = spec.acc_bits
+
+    def format_problem(self, fmt):
+        if self.dataflow == "is" and fmt.decode_lookups(1) > 0:
+            return "decoding compressed weights on an input-stationary array is not modelled", "pe_array.dataflow"
+        return None
 
     # -- timing ---------------------------------------------------------------
     def fill_cycles(self) -> int:
@@ -166,9 +181,6 @@ class SystolicArray(PEKind):
             stat_buf, strm_buf = "weight", "input"
             stat_bytes, strm_bytes = t.w_bytes, t.in_dram_bytes
         else:
-            if t.needs_decode:
-                t.refuse("decoding compressed weights on an input-stationary array is not modelled",
-                         "pe_array.dataflow")
             S, ncol = L.N, L.M
             stat_buf, strm_buf = "input", "weight"
             stat_bytes, strm_bytes = t.in_dram_bytes, t.w_bytes
