@@ -50,6 +50,7 @@ from archsim.config import ArchSpec
 from archsim.errors import ArchsimError
 from archsim.gc_pause import gc_paused
 from archsim.hw import registry
+from archsim.hw.compat import check_layers
 
 from .layer_spec import LayerSpec
 
@@ -372,6 +373,7 @@ def _tile(layers: list[LayerSpec], arch: ArchSpec) -> TileGraph:
     pe = registry.create("pe_array", arch.pe_array.kind, arch.pe_array, arch, source=arch.path,
                          field="pe_array.kind")
     decoder_cls = registry.lookup("decoder", arch.decoder.kind) if arch.decoder is not None else None
+    check_layers(layers, arch, pe)  # every weight format runs by a stated rule or is refused here
     b = _Builder()
     prev_store = None
     prev_decode_end = None
