@@ -1,0 +1,201 @@
+"""LLM inference (issue 21): the decoder-only family, its VQ formats, and
+prefill + decode with a KV cache (archsim.llm)."""
+import dataclasses
+from functools import lru_cache
+
+import pytest
+import torch
+
+from archsim.errors import ArchsimError
+from archsim.llm import KV_FORMATS, _Runner, simulate_llm
+from archsim.config import load_arch
+from workloads.formats import (AdditiveVQFormat, LargeCodebookVQFormat, format_from_dict, llm_weight_format)
+from workloads.zoo.llm import PRESETS, DecoderLM, block_layers, build_llm, linear_shapes, preset
+
+EDGE = "arch_configs/llm_edge.yaml"
+
+
+@lru_cache(maxsize=None)
+def run(weights="int8", kv="int8", prompt=32, generate=8, model="llama-tiny", mode="fast", samples=5,
+        overrides=()):
+    return simulate_llm(model, EDGE, prompt=prompt, generate=generate, weights=weights, kv_format=kv,
+                        mode=mode, decode_samples=samples, overrides=overrides)
+
+
+# -- models ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", [n for n, c in PRESETS.items() if c.published_params])
+def test_meta_parameter_count_is_the_published_one(name):
+    m = build_llm(name, device="meta")
+    assert all(p.is_meta for p in m.parameters())
+    assert sum(p.numel() for p in m.parameters()) == PRESETS[name].published_params
+
+
+def test_block_trace_has_the_gemms_of_the_config():
+    cfg = preset("llama3-8b")
+    layers = block_layers(cfg, tokens=1, past=100)
+    lin = {L.name: (L.N, L.K) for L in layers if L.op == "linear"}
+    assert lin == linear_shapes(cfg)
+    qk, av = [L for L in layers if L.op == "matmul"]
+    # GQA: 4 query heads share each of the 8 K/V heads, stacked as rows
+    assert (qk.groups, qk.M, qk.K, qk.N) == (8, 4, 128, 101)
+    assert (av.groups, av.M, av.K, av.N) == (8, 4, 101, 128)
+
+
+def test_kv_cache_decode_equals_prefill():
+    m = build_llm("llama-tiny", device="cpu")
+    blk = m.blocks[0]
+    x = torch.randn(1, 12, 256, generator=torch.Generator().manual_seed(0))
+    empty = torch.zeros(1, 2, 0, 32)
+    full, _, _ = blk(x, empty, empty)
+    _, k, v = blk(x[:, :11], empty, empty)
+    last, _, _ = blk(x[:, 11:], k, v)
+    assert torch.allclose(full[:, 11:], last, atol=1e-5)
+
+
+def test_context_substitution_equals_a_trace_at_that_context():
+    cfg = preset("llama-tiny")
+    r = _Runner(cfg, load_arch(EDGE), KV_FORMATS["int8"], batch=2)
+    traced = [L for L in block_layers(cfg, tokens=1, past=40, batch=2) if L.op == "matmul"]
+    for a, b in zip(r.attention_layers(1, 41), traced):
+        assert (a.M, a.N, a.K, a.groups) == (b.M, b.N, b.K, b.groups)
+
+
+# -- formats --------------------------------------------------------------------------
+
+def test_llm_vq_formats_bits_per_weight_include_codebooks():
+    n = 4096 * 4096
+    aq = llm_weight_format("aqlm-2x8", 4096)
+    assert aq.payload_bits(n) == n * 2                       # 2 indices of 8 bits per 8 weights
+    assert aq.side_bits(n) == 2 * 256 * 8 * 16 + 4096 * 16   # two FP16 codebooks + channel scales
+    assert aq.decode_lookups(8) == 2 and aq.decode_adds(8) == 8
+    lc = llm_weight_format("lcvq", 4096)
+    assert lc.side_bytes(n) == (1 << 16) * 8 * 2 + 4096 * 2  # the 1 MiB codebook
+    assert lc.bits_per_weight(n) == pytest.approx(2 + (8 * 2 ** 20 + 4096 * 16) / n)
+    res = llm_weight_format("lcvq-res", 4096)
+    assert res.payload_bits(n) == n // 8 * 24 and res.decode_lookups(8) == 2
+    for f in (aq, lc, res):
+        assert format_from_dict(f.describe()) == f
+
+
+def test_compress_real_weights_seeded():
+    from workloads.compression import compress
+
+    m = build_llm("llama-tiny", device="cpu")
+    keep = {"blocks.0.attn.q_proj"}
+    skip = [n for n, mod in m.named_modules() if isinstance(mod, torch.nn.Linear) and n not in keep]
+    a = compress(m, "aqlm", seed=3, skip_layers=skip, niter=5, num_threads=1)
+    b = compress(m, "aqlm", seed=3, skip_layers=skip, niter=5, num_threads=1)
+    fmt = a.formats["blocks.0.attn.q_proj"]
+    assert isinstance(fmt, AdditiveVQFormat) and fmt.k == 256 and fmt.n_codebooks == 2
+    assert torch.equal(a.model.blocks[0].attn.q_proj.weight, b.model.blocks[0].attn.q_proj.weight)
+    w = m.blocks[0].attn.q_proj.weight
+    err = (a.model.blocks[0].attn.q_proj.weight - w).pow(2).mean() / w.pow(2).mean()
+    assert err < 0.5  # two 256-entry codebooks of d=8 on Gaussian weights: about 0.3
+    lc = compress(m, "lcvq", seed=0, skip_layers=skip, k=1024, residual_k=16, niter=3, num_threads=1)
+    f2 = lc.formats["blocks.0.attn.q_proj"]
+    assert isinstance(f2, LargeCodebookVQFormat) and (f2.k, f2.residual_k) == (1024, 16)
+    # real weights: not a hardware-only run; the compressed layer is simulated in its format
+    r = simulate_llm(a.model, EDGE, prompt=8, generate=2, weights=a.formats)
+    assert not r.hardware_only and "aqlm" in r.weights
+    assert run().hardware_only and "HARDWARE-ONLY" in run().describe()
+
+
+# -- prefill + decode -----------------------------------------------------------------
+
+def test_replayed_sampled_simulation_equals_the_full_one():
+    fast = run(prompt=16, generate=7, samples=3)
+    full = run(prompt=16, generate=7, mode="full")
+    assert len(fast.sampled_context) == 3 < len(full.sampled_context) == 6
+    for f in ("ttft_ms", "tpot_ms", "energy_per_token_uj", "prefill_energy_uj"):
+        assert getattr(fast, f) == pytest.approx(getattr(full, f), rel=0.01), f
+    for k, v in full.dram_bytes_per_token.items():
+        assert fast.dram_bytes_per_token[k] == pytest.approx(v, rel=0.01, abs=1), k
+
+
+def test_roofline_batch1_decode_on_the_bandwidth_bound_design():
+    r = run()
+    bw_bytes_per_ms = load_arch(EDGE).dram.bandwidth_bytes_per_cycle * load_arch(EDGE).clock_mhz * 1e3
+    floor_ms = r.dram_bytes_per_token["weights"] / bw_bytes_per_ms
+    assert floor_ms <= r.tpot_ms <= 1.15 * floor_ms
+
+
+def test_compression_law():
+    base = run("int8")
+    total = lambda r: sum(v for k, v in r.dram_bytes_per_token.items() if k != "codebook")
+    for w in ("int4", "aqlm-2x8"):
+        r = run(w)
+        assert 1 < base.tpot_ms / r.tpot_ms <= total(base) / total(r), w
+    # a 1 MiB codebook per layer costs more than it saves on layers this small
+    assert run("lcvq").dram_bytes_per_token["codebook"] > run("aqlm-2x8").dram_bytes_per_token["codebook"]
+    assert run("lcvq").tpot_ms > run("aqlm-2x8").tpot_ms
+
+
+def test_codebook_traffic_is_every_layers_codebook_every_step():
+    cfg = preset("llama-tiny")
+    r = run("lcvq")
+    per_layer = sum(llm_weight_format("lcvq", o).side_bytes(o * i) for o, i in linear_shapes(cfg).values())
+    head = llm_weight_format("lcvq", cfg.vocab).side_bytes(cfg.vocab * cfg.dim)
+    assert r.dram_bytes_per_token["codebook"] == pytest.approx(cfg.n_layers * per_layer + head, rel=1e-9)
+
+
+def test_growth_prefill_quadratic_attention_linear_rest():
+    cfg = preset("llama-tiny")
+    r = _Runner(cfg, load_arch(EDGE), KV_FORMATS["int8"], batch=1)
+    dense = {n: llm_weight_format("int8", o) for n, (o, _) in linear_shapes(cfg).items()}
+    a1, a2 = r.attention(256, 256, 1), r.attention(512, 512, 1)
+    l1, l2 = r.linears(256, [dense]), r.linears(512, [dense])
+    # measured 3.71x and 1.83x (fixed costs: pipeline fill, DRAM latency, the weights)
+    assert 3.5 < a2.cycles / a1.cycles <= 4.2
+    assert 1.6 < l2.cycles / l1.cycles <= 2.1
+    # decode: the cache is read from DRAM every step, so time per token grows with it
+    d = run(prompt=32, generate=64)
+    assert d.ms_per_token[-1] > d.ms_per_token[0]
+    assert all(b >= a for a, b in zip(d.ms_per_token, d.ms_per_token[1:]))
+
+
+def test_gqa_cuts_kv_bytes_by_the_group_factor():
+    cfg = preset("llama-tiny")
+    with torch.device("meta"):
+        mha = DecoderLM(dataclasses.replace(cfg, name="llama-tiny-mha", n_kv_heads=cfg.n_heads))
+    gqa = run()
+    full = simulate_llm(mha, EDGE, prompt=32, generate=8)
+    assert full.dram_bytes_per_token["kv"] == pytest.approx(cfg.group * gqa.dram_bytes_per_token["kv"], rel=1e-9)
+    # and the KV bytes are the cache, whole, every step: elements + per-token scales
+    kv = KV_FORMATS["int8"]
+    mean_ctx = sum(gqa.context) / len(gqa.context)
+    want = cfg.n_layers * mean_ctx * kv.bytes_per_token(cfg.n_kv_heads, cfg.head_dim)
+    assert gqa.dram_bytes_per_token["kv"] == pytest.approx(want, rel=1e-9)
+
+
+def test_kv_formats_order_and_fp16_needs_a_16_bit_datapath():
+    b4 = run(kv="int4").dram_bytes_per_token["kv"]
+    b8 = run(kv="int8").dram_bytes_per_token["kv"]
+    b16 = run(kv="fp16", overrides=("pe_array.act_bits=16",)).dram_bytes_per_token["kv"]
+    assert b4 < b8 < b16
+    with pytest.raises(ArchsimError) as e:
+        run(kv="fp16")
+    assert "pe_array.act_bits" in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("kw, field", [
+    (dict(prompt=0), "prompt"), (dict(model="llama-9b"), "model"), (dict(kv="int3"), "kv_format"),
+    (dict(weights="int5"), "weights"), (dict(prompt=1000, generate=100), "generate"),
+])
+def test_bad_input_is_one_line(kw, field):
+    with pytest.raises(ArchsimError) as e:
+        run(**kw)
+    assert e.value.field == field and "\n" not in str(e.value)
+
+
+def test_same_inputs_same_outputs():
+    a = simulate_llm("llama-tiny", EDGE, prompt=8, generate=3, weights="aqlm-2x8")
+    b = simulate_llm("llama-tiny", EDGE, prompt=8, generate=3, weights="aqlm-2x8")
+    assert a.headline() == b.headline() and a.ms_per_token == b.ms_per_token
+
+
+def test_plot(tmp_path):
+    from archsim.llm import plot_tpot
+
+    plot_tpot([run("int8"), run("aqlm-2x8")], tmp_path / "tpot.png")
+    assert (tmp_path / "tpot.png").read_bytes()[:4] == b"\x89PNG"
