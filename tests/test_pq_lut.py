@@ -274,3 +274,26 @@ def test_pq_lut_invariants_with_streamed_prototypes(case):
     assert lay.busy_cycles["pe.lut"] >= ref.busy_cycles["pe.lut"]
     assert lay.busy_cycles["pe.out"] == ref.busy_cycles["pe.out"]  # outputs leave once
     assert lay.compute_cycles >= ref.compute_cycles or not streamed
+
+
+def test_indices_that_do_not_all_fit_are_kept_for_the_leading_chunks():
+    # ResNet-18's layer1 3x3 conv: 3136 columns x 64 subspaces x 4 bits = 100 KB of
+    # indices, more than the 64 KB input buffer; its 128 KB LUT takes 4 tiles
+    L = pq_layer(3136, 576, 64)
+    arch = load_arch("pqa")
+    g = tile([L], arch)
+    comp = [a for _, a in g.nodes(data=True) if a["kind"] == "compute"]
+    enc_cols = sum(a["fold"].stream_len for a in comp if a["fold"].first)
+    kept_cols = 4 * L.M - enc_cols  # columns a later tile read as indices
+    assert 0 < kept_cols < 3 * L.M  # some reused, some encoded again
+    st = run(g, arch)
+    lay = st.layers[0]
+    order = lay.meta["loop_order"]
+    assert f"{L.M - kept_cols // 3:,} columns re-encoded per tile" in order and "indices kept for" in order
+    assert sum(a["macs"] for a in comp) == L.macs
+    assert st.buffer_end_bytes == {"weight": 0, "input": 0, "output": 0}
+    # against a buffer that keeps every index: the same LUT work, more distance work
+    big = load_arch("pqa", ["buffers.input.capacity_bytes=1048576"])
+    ref = run(tile([pq_layer(3136, 576, 64)], big), big).layers[0]
+    assert lay.busy_cycles["pe.lut"] == ref.busy_cycles["pe.lut"]
+    assert lay.busy_cycles["pe.dist"] > ref.busy_cycles["pe.dist"]

@@ -46,8 +46,10 @@ overlaps the previous tile's computation when that buffer is double
 buffered. A LUT larger than its tile room is tiled by output channels
 (multiples of nout_vec where possible); then the first tile's pass keeps the
 argmin indices (Ns * ceil(log2 Np) bits per column) in the input buffer and
-the later tiles skip the distance unit, or, where the indices do not fit,
-every tile re-encodes its columns. A table of which not even one tile fits
+the later tiles skip the distance unit for those columns; where not all
+indices fit, those of as many leading column chunks as fit are kept and
+the other chunks are encoded again by every tile (the loop order says how
+many columns and what it costs). A table of which not even one tile fits
 is a one-line ArchsimError naming the layer and the buffer field.
 
 Only PQ layers run here: a dense layer or a matmul of two activations is
@@ -91,7 +93,7 @@ class PQLutSpec(PESpec):
     lut_port_entries: Optional[PositiveInt] = Field(
         None, description="LUT entries one port reads per cycle (None: nout_vec, PQA's model)")
     fifo_depth: PositiveInt = Field(2, description="depth of each inter-stage FIFO, in blocks")
-    block_columns: PositiveInt = Field(4, description="input columns per simulated block (one event per stage)")
+    block_columns: PositiveInt = Field(32, description="input columns per simulated block (one event per stage; no cycle count depends on it)")
     proto_buffer_bytes: PositiveInt = Field(32768, description="prototype buffer capacity")
     proto_double_buffered: bool = Field(True, description="prefetch the next layer's prototypes when both fit")
 
@@ -292,17 +294,34 @@ class PQLutArray(PEKind):
         idx_col = tb["idx_bits_per_column"] / 8
         idx_total = math.ceil(M * idx_col)
         cap_in, lim_in = t.capacity["input"], t.limit["input"]
-        keep_idx = len(tiles) > 1 and idx_total + 2 * per_col_in <= cap_in
-        if keep_idx:
+        keep_all = len(tiles) > 1 and idx_total + 2 * per_col_in <= cap_in
+        if keep_all:
             lim_in = min(lim_in, int((cap_in - idx_total) // 2))
+        elif len(tiles) > 1:  # not all indices fit: quarter-buffer chunks leave half for some
+            lim_in = min(lim_in, cap_in // 4)
         s_chunk = min(M, int(lim_in // per_col_in), t.limit["output"] // t.act_bytes(cu_max))
         if s_chunk < 1:
             t.too_small("output" if t.limit["output"] < t.act_bytes(cu_max) else "input", "one input column")
         chunks = [(m0, min(s_chunk, M - m0)) for m0 in range(0, M, s_chunk)]
+        # the chunks whose indices the later tiles reuse: all, or as many leading ones
+        # as fit beside two chunks of input; the others are encoded again by every tile
+        kept = set(range(len(chunks))) if keep_all else set()
+        if len(tiles) > 1 and not keep_all:
+            room = cap_in - 2 * max(t.in_dram_bytes(n * K) for _, n in chunks)
+            for ci, (_, n) in enumerate(chunks):
+                if room < math.ceil(n * idx_col):
+                    break
+                room -= math.ceil(n * idx_col)
+                kept.add(ci)
+            idx_total = sum(math.ceil(chunks[ci][1] * idx_col) for ci in kept)
+        keep_idx = bool(kept)
         in_resident = sum(t.in_dram_bytes(n * K) for _, n in chunks) <= cap_in and not keep_idx
+        re_cols = sum(n for ci, (_, n) in enumerate(chunks) if ci not in kept)
         t.loop_order = (f"pq: {len(tiles)} LUT tile(s) of <= {cu_max} ch, {len(chunks)} column chunk(s)"
-                        + (", indices kept" if keep_idx else
-                           self._reencode_note(t, fmt, Ns, tiles, in_resident) if len(tiles) > 1 else "")
+                        + (", indices kept" if keep_all else "")
+                        + (f", indices kept for {len(kept)} of {len(chunks)} chunks" if kept and not keep_all else "")
+                        + (self._reencode_note(t, fmt, Ns, tiles, re_cols, in_resident)
+                           if len(tiles) > 1 and re_cols else "")
                         + (f", prototypes streamed in {len(parts)} parts" if parts else ""))
         computes: list[int] = []
         # streamed prototypes: a part's load waits for the compute that used the
@@ -322,8 +341,8 @@ class PQLutArray(PEKind):
             for ti, (c0, cu) in enumerate(tiles):
                 lut_nb = _c(per_ch * cu, 8)
                 lut_ld = t.load("weight", lut_nb)
-                encode = ti == 0 or not keep_idx
                 for ci, (m0, n) in enumerate(chunks):
+                    encode = ti == 0 or ci not in kept
                     in_nb = t.in_dram_bytes(n * K)
                     onb = t.act_bytes(n * cu)
                     if encode:
@@ -359,7 +378,7 @@ class PQLutArray(PEKind):
                         sram = [("weight", _c(n * ns_p * cu * fmt.lut_bits, 8), 0)]
                         if encode:
                             sram.append(("input", t.act_bytes(n * k_p), 0))
-                            if keep_idx:  # the indices stay in the input buffer for the later tiles
+                            if ci in kept:  # the indices stay in the input buffer for the later tiles
                                 sram.append(("input", 0, _c(n * ns_p * tb["idx_bits_per_column"] // Ns, 8)))
                         else:
                             sram.append(("input", _c(n * tb["idx_bits_per_column"], 8), 0))
@@ -375,7 +394,7 @@ class PQLutArray(PEKind):
                     last_cp = cp
                     if encode and not in_resident:
                         t.free_later(cp, "input", in_nb)
-                    if keep_idx and ti == 0:
+                    if ci in kept and ti == 0:
                         idx_keep[ci] = cp
                     last_store = t.store(onb, cp, free_psum=onb)
                 t.free_later(last_cp, "weight", lut_nb)
@@ -402,17 +421,17 @@ class PQLutArray(PEKind):
             nd["pq_fill_drain"] = (fill, drain)
             nd["cycles"] += fill + drain
 
-    def _reencode_note(self, t, fmt, Ns: int, tiles, in_resident: bool) -> str:
-        """Loop-order note for a tiled LUT whose indices do not fit beside the
-        input: what re-encoding the columns for every later tile costs (the
-        steady-state cycles it adds where the distance unit becomes the
+    def _reencode_note(self, t, fmt, Ns: int, tiles, M: int, in_resident: bool) -> str:
+        """Loop-order note for a tiled LUT whose indices do not all fit beside
+        the input: what re-encoding `M` columns for every later tile costs
+        (the steady-state cycles it adds where the distance unit becomes the
         slowest stage, and the input bytes read again)."""
-        M, K = t.layer.M, t.layer.K
+        K = t.layer.K
         extra = sum(M * (max(self.stage_cycles_per_column(fmt.Ls, fmt.Np, Ns, cu, True))
                          - max(self.stage_cycles_per_column(fmt.Ls, fmt.Np, Ns, cu, False))) for _, cu in tiles[1:])
         again = (len(tiles) - 1) * t.in_dram_bytes(M * K)
         where = "input buffer" if in_resident else "DRAM"
-        return f", re-encoded per tile (+{extra:,} cycles, +{again:,} B read again from {where})"
+        return f", {M:,} columns re-encoded per tile (+{extra:,} cycles, +{again:,} B read again from {where})"
 
     @staticmethod
     def _proto_load(t, wait, nbytes: int) -> int:
