@@ -50,6 +50,12 @@ class LayerSpec:
     # pass (workloads.profile.ActProfile), for PE kinds whose timing depends
     # on the data (Stripes' precision, Pragmatic's essential bits); None = not profiled
     act_profile: Optional[object] = field(default=None, repr=False)
+    # the workload DAG's edges (Workload): names of the activation tensors the
+    # layer reads, in operand order (conv/linear: 1; matmul: A, B), and of the
+    # tensor it writes. () / "" = unknown: the tiler chains layers in program
+    # order, so hand-built LayerSpec lists keep working
+    inputs: tuple = ()
+    output: str = ""
 
     def __post_init__(self):
         if self.op not in OP_KINDS:
@@ -65,3 +71,68 @@ class LayerSpec:
     @property
     def macs(self) -> int:
         return self.groups * self.M * self.N * self.K
+
+
+# Operator classes of the non-GEMM operators that do arithmetic: one name per
+# class, since a vector unit prices a class, not a torch function.
+VECTOR_OPS = ("add", "mul", "scale", "relu", "relu6", "gelu", "silu", "sigmoid", "tanh", "hardswish",
+              "maxpool", "avgpool", "adaptive_avgpool", "batchnorm", "layernorm", "rmsnorm", "groupnorm",
+              "softmax", "rotary", "embedding", "concat")
+
+
+@dataclass
+class VectorOp:
+    """A non-GEMM operator of the workload DAG (see workloads.compile)."""
+    name: str               # module qualified name (':1', ':2' on later calls), or the fx node name
+    op: str                 # operator class, one of VECTOR_OPS
+    elems: int              # output elements, batch included
+    inputs: tuple           # names of the activation tensors read
+    in_elems: tuple         # elements read from each input (same order); a slice reads part of its tensor
+    output: str             # name of the tensor written
+    # reads per output element beyond elementwise: the pooling window (kh*kw);
+    # the normalised axis length for layernorm/rmsnorm/groupnorm/softmax
+    window: int = 1
+    # elementwise op whose one input is a GEMM layer's output (or an after_gemm
+    # op's) read by nobody else: an architecture may fuse it into the write-back
+    after_gemm: bool = False
+
+    def __post_init__(self):
+        if self.op not in VECTOR_OPS:
+            raise ValueError(f"op must be one of {VECTOR_OPS}, got {self.op!r}")
+        if len(self.inputs) != len(self.in_elems):
+            raise ValueError(f"VectorOp {self.name}: inputs and in_elems differ in length")
+        if self.elems <= 0 or self.window <= 0:
+            raise ValueError(f"VectorOp {self.name}: elems and window must be positive")
+
+
+@dataclass
+class TensorInfo:
+    """An activation tensor of the workload DAG. Weights are not tensors here:
+    they belong to their LayerSpec."""
+    name: str
+    elems: int                  # batch included
+    producer: Optional[str]     # op name; None for a network input
+    consumers: tuple = ()       # op names that read it, in program order
+
+
+class Workload(list):
+    """The GEMM layers (LayerSpec) in program order, as a list (every stage
+    before the DAG consumed a list of LayerSpecs and still does), plus the DAG:
+
+      ops      every operator in program order: LayerSpec and VectorOp
+      tensors  name -> TensorInfo
+      inputs   network input tensor names
+      outputs  network output tensor names
+
+    Slicing or copying it gives a plain list (the layers only)."""
+
+    def __init__(self, ops=(), tensors=None, inputs=(), outputs=()):
+        self.ops = list(ops)
+        super().__init__(o for o in self.ops if isinstance(o, LayerSpec))
+        self.tensors = dict(tensors or {})
+        self.inputs = tuple(inputs)
+        self.outputs = tuple(outputs)
+
+    @property
+    def vector_ops(self) -> list:
+        return [o for o in self.ops if isinstance(o, VectorOp)]
