@@ -4,4 +4,4 @@ changes a simulated number, so that saved sweep results made by an older model
 are simulated again instead of being reused (archsim.dse keys on it)."""
 
 __version__ = "0.1.0"
-COST_MODEL_VERSION = 2
+COST_MODEL_VERSION = 3
