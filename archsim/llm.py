@@ -172,6 +172,29 @@ def plot_tpot(reports: list, path: Union[str, Path], title: str = "") -> None:
     plt.close(fig)
 
 
+def write_outputs(report: LLMReport, out_dir: Union[str, Path], plot: bool = True) -> list[str]:
+    """llm_report.json (every field) and, with `plot`, tpot.png into out_dir."""
+    import dataclasses
+    import json
+
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "llm_report.json").write_text(json.dumps(dataclasses.asdict(report), indent=1))
+        if plot and report.context:
+            plot_tpot([report], out / "tpot.png")
+    except OSError as e:
+        raise ArchsimError(f"cannot write the report: {e.strerror or e}", file=str(out), field="--out") from None
+    return ["llm_report.json"] + (["tpot.png"] if plot and report.context else [])
+
+
+def is_llm(name: str) -> bool:
+    """Is `name` an LLM preset (or its alias)?"""
+    from workloads.zoo.llm import ALIASES, PRESETS
+
+    return isinstance(name, str) and (name in PRESETS or name in ALIASES)
+
+
 # -- inputs -----------------------------------------------------------------
 
 def _block_formats(cfg, model, weights) -> tuple[list, object, str, bool]:
@@ -180,14 +203,18 @@ def _block_formats(cfg, model, weights) -> tuple[list, object, str, bool]:
     from workloads.zoo.llm import linear_shapes
 
     shapes = linear_shapes(cfg)
+    real = model is not None and not _is_meta(model)
     if isinstance(weights, str):
         try:
             one = {n: llm_weight_format(weights, out) for n, (out, _) in shapes.items()}
             head = llm_weight_format(weights, cfg.vocab)
         except ValueError as e:
             raise ArchsimError(str(e), field="weights") from None
-        real = model is not None and not _is_meta(model)
         return [one] * cfg.n_layers, head, weights, not real
+    if isinstance(weights, WeightFormat):  # one format as given, for every linear
+        from .api import format_label
+
+        return [{n: weights for n in shapes}] * cfg.n_layers, weights, format_label(weights), not real
     if not isinstance(weights, dict) or not all(isinstance(f, WeightFormat) for f in weights.values()):
         raise ArchsimError("weights must be a format name or {module name: WeightFormat} "
                            "(e.g. compress(...).formats)", field="weights")
@@ -198,7 +225,7 @@ def _block_formats(cfg, model, weights) -> tuple[list, object, str, bool]:
         blocks.append({n: weights.get(f"blocks.{i}.{n}", DenseFormat(bits=8)) for n in shapes})
     head = weights.get("head.lm_head", DenseFormat(bits=8))
     kinds = sorted({f.name for f in weights.values()})
-    return blocks, head, "compressed: " + ",".join(kinds), model is None or _is_meta(model)
+    return blocks, head, "compressed: " + ",".join(kinds), not real
 
 
 def _is_meta(model) -> bool:
@@ -368,7 +395,8 @@ def simulate_llm(model, arch: Union[str, Path, ArchSpec], prompt: int = 512, gen
                whether the run is hardware-only)
     weights:   a format name of workloads.formats.LLM_WEIGHT_FORMATS, the
                same for every linear (hardware-only: built from parameters),
-               or {module name: WeightFormat} from compress() on the model
+               a WeightFormat used as is for every linear, or
+               {module name: WeightFormat} from compress() on the model
     kv_format: a key of KV_FORMATS
     mode:      'fast' (replay + sampled context) or 'full' (every block, every step)
     """

@@ -199,3 +199,11 @@ def test_plot(tmp_path):
 
     plot_tpot([run("int8"), run("aqlm-2x8")], tmp_path / "tpot.png")
     assert (tmp_path / "tpot.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_one_weight_format_for_every_linear():
+    fmt = AdditiveVQFormat(k=256, d=8, n_codebooks=2)
+    r = simulate_llm("llama-tiny", EDGE, prompt=8, generate=2, weights=fmt)
+    assert r.weights == "aqlm:k=256" and r.hardware_only
+    bits = 4 * sum(fmt.storage_bits(o * i) for o, i in linear_shapes(preset("llama-tiny")).values())
+    assert r.weight_storage_bytes == -(-(bits + fmt.storage_bits(1024 * 256)) // 8)
