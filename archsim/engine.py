@@ -141,6 +141,7 @@ def _run(graph, arch: ArchSpec, tl) -> Stats:
     m = _Machine(env, arch)
     if tl is not None:
         m.dram.on_change = lambda n: tl.dram(env.now, n)
+        m.pe.timeline = (tl, [meta["name"] for meta in graph.graph["layers"]])  # fidelity rows draws its rows
     plan = _plan(graph)
     attrs, preds, queues = plan.attrs, plan.preds, plan.queues
     n = len(attrs)

@@ -2,7 +2,8 @@
 opens in ui.perfetto.dev and chrome://tracing).
 
 One track (thread) per unit: each buffer's DMA queue, the decoder, the PE
-array, the write-back. One complete slice ("ph": "X") per tile node, with its
+array, the write-back; at `pe_array.fidelity: rows`, one more per PE row
+(busy, lock-step wait, weight shift-in, waits for data or room). One complete slice ("ph": "X") per tile node, with its
 layer, kind, bytes and cycles in `args`. Counter tracks ("ph": "C") for each
 buffer's occupancy in bytes and for the DRAM channel's bandwidth in use
 (the processor-sharing channel runs at full bandwidth whenever at least one
@@ -44,6 +45,12 @@ class Timeline:
         self.events.append({"name": f"{node['kind']} {layer_name}", "cat": node["kind"], "ph": "X", "pid": 1,
                             "tid": self._tid(unit), "ts": start * self.us_per_cycle,
                             "dur": (end - start) * self.us_per_cycle, "args": args})
+
+    def span(self, track: str, name: str, start: int, end: int):
+        """A slice [start, end) cycles on a named track (fidelity rows: one track per PE row)."""
+        self.events.append({"name": name, "cat": "row", "ph": "X", "pid": 1, "tid": self._tid(track),
+                            "ts": start * self.us_per_cycle, "dur": (end - start) * self.us_per_cycle,
+                            "args": {"start_cycle": start, "cycles": end - start}})
 
     def buffer_level(self, buf: str, cycle: int, level: int):
         self.events.append({"name": f"buffer {buf} (bytes)", "ph": "C", "pid": 1, "ts": cycle * self.us_per_cycle,

@@ -27,11 +27,13 @@ layer is mapped, so the engine runs any kind without knowing it.
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, PositiveInt
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
+from ..errors import ArchsimError
 from .registry import register
+from .row_sim import execute_rows
 
 
 class ComponentSpec(BaseModel):
@@ -45,6 +47,12 @@ class PESpec(ComponentSpec):
     rows: PositiveInt
     cols: PositiveInt
     act_bits: PositiveInt = 8
+    fidelity: Literal["fold", "rows"] = Field(
+        "fold", description="fold: each fold chunk is its closed form; rows: each PE row is a SimPy process "
+        "(archsim/hw/row_sim.py; slow, for cross-checks and per-row traces)")
+    row_fifo_depth: PositiveInt = Field(
+        2, description="fidelity rows: entries of each FIFO between neighbouring rows and at a row's edge "
+        "(documented choice: 2, a double-buffered register; any depth >= 1 gives the same lock-step cycles)")
     source: str = ""
 
 
@@ -59,6 +67,15 @@ class Fold(NamedTuple):
     first: bool
     last: bool
     layer_first: bool = False
+    # fidelity rows, a lock-step kind: each PE row's mean cycles per streamed step
+    # (kind's fold_lanes); () for a MAC array (one cycle per row holding weights)
+    lanes: tuple = ()
+
+    def __repr__(self):
+        # lanes shown only where set: a fold-fidelity tile graph prints (and fingerprints) as before
+        lanes = f", lanes={self.lanes!r}" if self.lanes else ""
+        return (f"Fold(rows_used={self.rows_used!r}, cols_used={self.cols_used!r}, stream_len={self.stream_len!r}, "
+                f"first={self.first!r}, last={self.last!r}, layer_first={self.layer_first!r}{lanes})")
 
 
 def register_pe_kind(name: str):
@@ -76,6 +93,10 @@ class PEKind:
         self.rows = spec.rows
         self.cols = spec.cols
         self._fold_cache: dict = {}  # (Fold, id(format)) -> (cycles, actions); formats outlive one tile()
+        if spec.fidelity == "rows" and type(self).execute is not PEKind.execute:
+            raise ArchsimError(f"fidelity: rows is not modelled for kind {spec.kind} (it has its own pipeline "
+                               "model); it covers the systolic and bit-serial kinds",
+                               file=getattr(arch, "path", None), field="pe_array.fidelity")
 
     # -- weight formats ------------------------------------------------------------
     weight_formats: dict[str, str] = {"dense": "MACs on the stored weights"}
@@ -154,5 +175,8 @@ class PEKind:
         that fires after its cycles. A kind with internal units (its own
         SimPy processes and Stores) is instead a SimPy generator, and may
         return {unit: (busy, waiting for data, waiting for room) cycles},
-        added to the layer's stats."""
+        added to the layer's stats. At `fidelity: rows` the node runs on the
+        PE rows as SimPy processes (archsim/hw/row_sim.py)."""
+        if self.spec.fidelity == "rows":
+            return execute_rows(self, env, node)
         return env.timeout(node["cycles"])

@@ -63,6 +63,11 @@ class PragmaticArray(BitSerialArray):
     def stream_cycles(self, fold: Fold) -> int:
         return math.ceil(fold.stream_len * self._chunk()[0] - 1e-6)
 
+    def fold_lanes(self, rows_used: int) -> tuple:
+        # the profile keeps the mean slowest lane per row fold, not each lane's
+        # bits per vector: every lane runs the mean slowest lane's cycles
+        return (self._chunk()[0],) * rows_used
+
     def fold_actions(self, fold: Fold, fmt) -> dict[str, int]:
         mx, sm = self._chunk()
         T, ru, cu = fold.stream_len, fold.rows_used, fold.cols_used

@@ -73,6 +73,7 @@ class RowArray:
         self._latched = None                    # event: every row latched the shifted operand
         self._latched_rows = 0
         self._latched_at = None                 # when the current fold's weights were latched
+        self._shift_span = None                 # trace: the last shift-in, [start, end) cycles
         self._open = [None] * rows              # trace: the slice each row is drawing
         for r in range(rows):
             env.process(self._row(r))
@@ -83,8 +84,8 @@ class RowArray:
         env, R = self.env, self.R
         acts, up = self.acts[r], (self.down[r - 1] if r else None)
         below = self.down[r] if r < R - 1 else None
+        t0 = -r                                 # row r's local clock at global cycle 0
         while True:
-            t0 = env.now
             need = yield acts.get()
             if up is not None:
                 yield up.get()                  # the step's partial sum (os: streamed weight) from above
@@ -107,11 +108,12 @@ class RowArray:
                     self._chunk_end.succeed()
             else:
                 yield ev
-            if self.trace is not None:
-                self._draw(r, "wait data", t0, t1)
-                self._draw(r, "wait room", t1, t2)
-                self._draw(r, "busy" if need else "pass", t2, t2 + max(1, need))
-                self._draw(r, "lock-step wait", t3, env.now)
+            if self.trace is not None:                 # row r's local clock is r cycles behind
+                self._draw_wait(r, t0 + r, t1 + r)
+                self._draw(r, "wait room", t1 + r, t2 + r)
+                self._draw(r, "busy" if need else "pass", t2 + r, t2 + r + max(1, need))
+                self._draw(r, "lock-step wait", t3 + r, env.now + r)
+            t0 = env.now
 
     def _shift_row(self, r: int):
         """The stationary operand's shift register, one row: a vector meant for
@@ -138,9 +140,7 @@ class RowArray:
             if dest:
                 yield env.timeout(1)
         yield self._latched
-        if self.trace is not None:
-            for r in range(self.R):
-                self._draw(r, "weight shift-in", t0 + r, env.now + r)
+        self._shift_span = (t0, env.now)
 
     # -- one compute node -----------------------------------------------------------
     def chunk(self, fold, lanes: np.ndarray):
@@ -176,11 +176,22 @@ class RowArray:
         return {"pe.rows": (busy, R * (env.now - start) - busy - blocked, blocked)}
 
     # -- trace ------------------------------------------------------------------------
+    def _draw_wait(self, r: int, start: int, end: int):
+        """A wait for data, with the stationary operand's shift-in (global
+        time, every row at once) cut out of it where it falls inside."""
+        span = self._shift_span
+        if span is None or span[1] <= start or span[0] >= end:
+            self._draw(r, "wait data", start, end)
+            return
+        s0 = max(span[0], start)
+        self._draw(r, "wait data", start, s0)
+        self._draw(r, "weight shift-in", s0, span[1])
+        self._draw(r, "wait data", span[1], end)
+
     def _draw(self, r: int, name: str, start: int, end: int):
-        """Add [start, end) on row r's local clock, merged with the slice it continues."""
+        """Add [start, end) cycles to row r's track, merged with the slice it continues."""
         if end <= start:
             return
-        start, end = start + r, end + r
         cur = self._open[r]
         if cur is not None and cur[0] == name and cur[2] == start:
             cur[2] = end
@@ -216,6 +227,13 @@ def spread_steps(total_per_step: float, steps: int) -> np.ndarray:
     return np.diff(ends)
 
 
+def new_row_array(kind, env, trace=None) -> RowArray:
+    """The rows of PE kind `kind` (its rows, columns, dataflow, FIFO depth and weight RF)."""
+    s = kind.spec
+    return RowArray(env, kind.rows, kind.cols, s.row_fifo_depth, stationary=getattr(kind, "dataflow", "ws") != "os",
+                    weight_rf_entries=getattr(s, "weight_rf_entries", 1), trace=trace)
+
+
 def row_array(kind, env) -> RowArray:
     """The RowArray of PE kind `kind` in `env` (one per simulation)."""
     held = getattr(kind, "_row_array", None)
@@ -226,11 +244,27 @@ def row_array(kind, env) -> RowArray:
     if tl is not None:
         timeline = tl[0]
         trace = lambda r, name, s, e: timeline.span(f"pe.row{r:02d}", name, s, e)
-    s = kind.spec
-    arr = RowArray(env, kind.rows, kind.cols, s.row_fifo_depth, stationary=getattr(kind, "dataflow", "ws") != "os",
-                   weight_rf_entries=getattr(s, "weight_rf_entries", 1), trace=trace)
-    kind._row_array = arr
-    return arr
+    kind._row_array = new_row_array(kind, env, trace)
+    return kind._row_array
+
+
+def run_folds(kind, folds, lanes=None, env=None, trace=None) -> list[int]:
+    """Run fold chunks back to back on the kind's rows, nothing else in the
+    way (no memory): each chunk's cycles. `lanes` (one per fold) overrides
+    what the folds carry, e.g. real per-step lane data."""
+    env = env or simpy.Environment()
+    arr = new_row_array(kind, env, trace)
+    out: list[int] = []
+
+    def drive():
+        for i, f in enumerate(folds):
+            t0 = env.now
+            yield from arr.chunk(f, lanes_of(f, kind.rows) if lanes is None else lanes[i])
+            out.append(env.now - t0)
+
+    env.process(drive())
+    env.run()
+    return out
 
 
 def execute_rows(kind, env, node):

@@ -57,6 +57,9 @@ class StripesArray(BitSerialArray):
     def stream_cycles(self, fold: Fold) -> int:
         return fold.stream_len * self._p
 
+    def fold_lanes(self, rows_used: int) -> tuple:
+        return (self._p,) * rows_used  # every lane runs the layer's p bits
+
     def fold_actions(self, fold: Fold, fmt) -> dict[str, int]:
         T, p = fold.stream_len, self._p
         pes = fold.rows_used * fold.cols_used

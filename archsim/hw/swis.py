@@ -110,6 +110,7 @@ class SWISArray(BitSerialArray):
             key_max, key_mean = nw.max(axis=2), nw.mean(axis=2)
             order = np.stack([np.lexsort((-key_mean[g], -key_max[g])) for g in range(L.groups)])
             nw = np.take_along_axis(nw, order[:, :, None], axis=1)
+        self._nw = nw  # per weight, in the schedule's column order (fidelity rows reads its lanes)
         nr, nc = math.ceil(L.K / R), math.ceil(L.N / C)
         pad = np.zeros((L.groups, nc * C, nr * R), np.int64)
         pad[:, :L.N, :L.K] = nw
@@ -137,6 +138,13 @@ class SWISArray(BitSerialArray):
 
     def stream_cycles(self, fold: Fold) -> int:
         return fold.stream_len * self._tile()[0]
+
+    def fold_lanes(self, rows_used: int) -> tuple:
+        # each PE row's lane: the largest N_g among the weights it holds in this fold
+        g, r, c = self._pos
+        R, C = self.rows, self.cols
+        held = self._nw[g, c * C:(c + 1) * C, r * R:r * R + rows_used]
+        return tuple(int(v) for v in held.max(axis=0))
 
     def fold_actions(self, fold: Fold, fmt) -> dict[str, int]:
         nf, s, sg, _ = self._tile()

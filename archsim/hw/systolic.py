@@ -142,6 +142,11 @@ class SystolicArray(PEKind):
         A no-op here; kinds whose fold timing depends on which weights the
         fold holds (e.g. SWIS's per-group shared bits) record it."""
 
+    def fold_lanes(self, rows_used: int) -> tuple:
+        """fidelity rows: the mean cycles per streamed step of each PE row of
+        the fold about to run (after fold_at); () for one cycle per MAC row."""
+        return ()
+
     def loop_order(self, t) -> str:
         return getattr(t, "loop_order", self.dataflow)
 
@@ -221,6 +226,7 @@ class SystolicArray(PEKind):
         # hoisted out of the inner loop (it runs once per compute node)
         needs_decode, act_bytes, psum_bytes = t.needs_decode, t.act_bytes, t.psum_bytes
         fold_at = None if type(self).fold_at is SystolicArray.fold_at else self.fold_at
+        rows_mode = self.spec.fidelity == "rows"
 
         for g in range(L.groups):
             resident_loads: dict[tuple[int, int], int] = {}
@@ -298,7 +304,8 @@ class SystolicArray(PEKind):
                                     sram = ((strm_buf, strm_read, 0), ("output", pnb if r else 0, pnb))
                                 if fold_at is not None:
                                     fold_at(t, g, r, c)
-                                cp = t.compute(Fold(prows, cu, sl, first, s == b1 - 1, not recent), deps,
+                                cp = t.compute(Fold(prows, cu, sl, first, s == b1 - 1, not recent,
+                                                    self.fold_lanes(prows) if rows_mode else ()), deps,
                                                macs=ru * cu * sl, alloc=alloc, sram=sram)
                                 recent.append(cp)
                                 if len(recent) > 2:
