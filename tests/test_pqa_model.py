@@ -11,7 +11,6 @@ here from the model's own per-group figures; and within 1% of the model
 wherever the steady state dominates. The layers where it does not are
 listed in EXPLAINED (and in the data README, with their numbers)."""
 import json
-import math
 from pathlib import Path
 
 import pytest

@@ -93,7 +93,8 @@ class PQLutSpec(PESpec):
     lut_port_entries: Optional[PositiveInt] = Field(
         None, description="LUT entries one port reads per cycle (None: nout_vec, PQA's model)")
     fifo_depth: PositiveInt = Field(2, description="depth of each inter-stage FIFO, in blocks")
-    block_columns: PositiveInt = Field(32, description="input columns per simulated block (one event per stage; no cycle count depends on it)")
+    block_columns: PositiveInt = Field(32, description="input columns per simulated block (one event per stage; "
+                                       "no cycle count depends on it)")
     proto_buffer_bytes: PositiveInt = Field(32768, description="prototype buffer capacity")
     proto_double_buffered: bool = Field(True, description="prefetch the next layer's prototypes when both fit")
 
