@@ -374,14 +374,36 @@ def test_unmapped_leaf_module_is_refused(leaf):
     assert e.value.field == "odd" and type(leaf).__name__ in str(e.value)
 
 
-def test_indexing_by_an_activation_is_refused():
-    class Gather(nn.Module):
-        def forward(self, x, idx):
-            return x[idx] * 2
+class Gather(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.table = nn.Parameter(torch.randn(5, 3))
 
+    def forward(self, x, idx):
+        return x[idx] * 2 + self.table[idx]
+
+
+def test_indexing_by_an_activation_is_refused():
     with pytest.raises(ArchsimError) as e:
         trace(Gather(), (torch.randn(5, 3), torch.tensor([0, 2])))
     assert e.value.field == "getitem" and "gather" in str(e.value)
+
+    class TableOnly(Gather):
+        def forward(self, x, idx):
+            return x[:2] * self.table[idx]
+
+    with pytest.raises(ArchsimError) as e:  # a parameter indexed by an activation: still a gather
+        trace(TableOnly(), (torch.randn(5, 3), torch.tensor([0, 2])))
+    assert e.value.field == "getitem_1"
+
+
+def test_shape_lending_operands_are_not_read():
+    class As(nn.Module):
+        def forward(self, x, y):
+            return x.view_as(y) + y.type_as(x) * 2
+
+    w = trace(As(), (torch.randn(2, 6), torch.randn(3, 4)))
+    assert [(v.op, v.inputs) for v in w.vector_ops] == [("scale", ("y",)), ("add", ("x", "mul"))]
 
 
 def test_constant_computations_are_not_ops():

@@ -1,4 +1,5 @@
-"""Compile a torch model into the list of LayerSpecs the tiler consumes.
+"""Compile a torch model into the Workload the tiler consumes: its LayerSpecs
+as a list, and the DAG of all its operators and activation tensors.
 
     layers = trace(model, example_input, formats=result.formats)
 
@@ -438,7 +439,8 @@ def trace(model: nn.Module, example_input, formats: Optional[Mapping[str, Weight
                 net_inputs.append(dag.write(node, None))
             continue
         reads = [a for a in _operands(node) if a in live]
-        shape_only = node.target in (_SHAPE_ONLY_FUNCS if node.op == "call_function" else _SHAPE_ONLY_METHODS)
+        shape_only = ((node.op == "call_function" and node.target in _SHAPE_ONLY_FUNCS)
+                      or (node.op == "call_method" and node.target in _SHAPE_ONLY_METHODS))
         if is_tensor and reads and not shape_only:
             live.add(node)
 
@@ -489,13 +491,13 @@ def trace(model: nn.Module, example_input, formats: Optional[Mapping[str, Weight
             continue  # computed from constants only: part of some op's weights
         if (target in _VIEW_FUNCS) if is_fn else (target in _VIEW_METHODS):
             src = node.args[0]
-            if src not in live:  # const.expand_as(x): still a constant
-                live.discard(node)
-            elif any(r is not src for r in reads):
+            if target is operator.getitem and any(r is not src for r in reads):
                 raise ArchsimError("unsupported op: indexing by an activation tensor (a gather) "
                                    "is not modelled; use nn.Embedding", field=node.name)
-            else:
+            if src in live:  # other live operands (view_as(y), type_as(y)) lend a shape only
                 dag.alias[node] = dag.name(src)
+            else:  # const.expand_as(x): still a constant
+                live.discard(node)
             continue
         if is_fn and target in _CONCAT_FUNCS:
             pieces = node.args[0] if isinstance(node.args[0], (list, tuple)) else [node.args[0]]
