@@ -44,6 +44,7 @@ class TensorPlan:
     from_dram: bool = False  # its first touch reads it from DRAM (weights, side data, network inputs)
     keep: bool = True        # False: never kept (a network output goes to DRAM); `reason` says why
     reason: str = ""
+    decided: bool = False    # placed (partial sums are placed when first spilled)
 
     def describe(self) -> dict:
         return {"name": self.name, "role": self.role, "bytes": self.bytes, "first_op": self.first,
@@ -56,6 +57,17 @@ class Allocation:
     tensors: dict[str, TensorPlan] = field(default_factory=dict)
     occupancy: dict[str, list[int]] = field(default_factory=dict)  # level -> bytes held during each op
     capacity: dict[str, int] = field(default_factory=dict)
+    by_role: dict = field(default_factory=dict)  # (level, role) -> bytes of that role held during each op
+    arch: ArchSpec | None = None
+
+    def place(self, t: TensorPlan):
+        """Keep `t` in the innermost level serving its role with room over its
+        whole lifetime (within the role's quota), else leave it in DRAM with
+        the reason."""
+        _place(self, t)
+
+    def would_place(self, t: TensorPlan) -> str:
+        return _place(self, t, commit=False)
 
     def level_of(self, name: str) -> str:
         t = self.tensors.get(name)
@@ -85,49 +97,64 @@ def _levels_innermost_first(arch: ArchSpec) -> list:
 
 
 def allocate(candidates: list[TensorPlan], n_ops: int, arch: ArchSpec) -> Allocation:
-    """Place `candidates` (in the order given: program order of first use)."""
-    levels = _levels_innermost_first(arch)
-    alloc = Allocation(occupancy={lv.name: [0] * n_ops for lv in levels},
-                       capacity={lv.name: lv.capacity_bytes for lv in levels})
-    by_role: dict[tuple[str, str], list[int]] = {}  # (level, role) -> bytes of that role held per op
-    mem = arch.memory
+    """Place `candidates` (in the order given: program order of first use).
+    Partial sums are only registered: a layer's are placed when its nest
+    first spills them (Allocation.place, from the Router), in the room the
+    other tensors leave at that op, so a layer that never spills holds none."""
+    alloc = Allocation(occupancy={lv.name: [0] * n_ops for lv in arch.memory.levels},
+                       capacity={lv.name: lv.capacity_bytes for lv in arch.memory.levels})
+    alloc.arch = arch
     for t in candidates:
         alloc.tensors[t.name] = t
-        if not t.keep:
-            continue
-        if t.role == "activations" and not mem.retain_activations:
+        if t.role != "psums":
+            alloc.place(t)
+    return alloc
+
+
+def _place(alloc: "Allocation", t: TensorPlan, commit: bool = True) -> str:
+    """The level `t` goes to ('dram' if none); with `commit`, record it."""
+    mem = alloc.arch.memory
+    n_ops = len(next(iter(alloc.occupancy.values())))
+    if commit:
+        t.decided = True
+    if not t.keep:
+        return "dram"
+    if t.role == "activations" and not mem.retain_activations:
+        if commit:
             t.reason = "memory.retain_activations is off"
-            continue
-        servers = [lv for lv in levels if t.role in lv.serves]
-        if not servers:
+        return "dram"
+    servers = [lv for lv in _levels_innermost_first(alloc.arch) if t.role in lv.serves]
+    if not servers:
+        if commit:
             t.reason = f"no level serves {t.role}"
-            continue
-        span = range(t.first, t.last + 1)
-        why = []
-        for lv in servers:
-            occ = alloc.occupancy[lv.name]
-            free = lv.capacity_bytes - max(occ[i] for i in span)
-            role_occ = by_role.setdefault((lv.name, t.role), [0] * n_ops)
-            quota = lv.quotas.get(t.role)
-            if quota is not None:
-                free = min(free, int(quota * lv.capacity_bytes) - max(role_occ[i] for i in span))
-            else:
-                # roles without a quota share what the quotas leave
-                reserved = sum(int(q * lv.capacity_bytes) for q in lv.quotas.values())
-                unquoted = [r for r in lv.serves if r not in lv.quotas]
-                held = [sum(by_role.get((lv.name, r), [0] * n_ops)[i] for r in unquoted) for i in span]
-                free = min(free, lv.capacity_bytes - reserved - max(held))
-            if t.bytes <= free:
+        return "dram"
+    span = range(t.first, t.last + 1)
+    why = []
+    for lv in servers:
+        occ = alloc.occupancy[lv.name]
+        free = lv.capacity_bytes - max(occ[i] for i in span)
+        role_occ = alloc.by_role.setdefault((lv.name, t.role), [0] * n_ops)
+        quota = lv.quotas.get(t.role)
+        if quota is not None:
+            free = min(free, int(quota * lv.capacity_bytes) - max(role_occ[i] for i in span))
+        else:
+            # roles without a quota share what the quotas leave
+            reserved = sum(int(q * lv.capacity_bytes) for q in lv.quotas.values())
+            unquoted = [r for r in lv.serves if r not in lv.quotas]
+            held = [sum(alloc.by_role.get((lv.name, r), [0] * n_ops)[i] for r in unquoted) for i in span]
+            free = min(free, lv.capacity_bytes - reserved - max(held))
+        if t.bytes <= free:
+            if commit:
                 for i in span:
                     occ[i] += t.bytes
                     role_occ[i] += t.bytes
                 t.level = lv.name
                 t.reason = f"fits in {lv.name} over ops {t.first}..{t.last}"
-                break
-            why.append(f"{lv.name} has {max(free, 0):,} B free over ops {t.first}..{t.last}, needs {t.bytes:,} B")
-        else:
-            t.reason = "; ".join(why)
-    return alloc
+            return lv.name
+        why.append(f"{lv.name} has {max(free, 0):,} B free over ops {t.first}..{t.last}, needs {t.bytes:,} B")
+    if commit:
+        t.reason = "; ".join(why)
+    return "dram"
 
 
 class Router:
@@ -142,15 +169,24 @@ class Router:
         self.alloc = alloc
         self.fetched: dict[str, int] = {}  # tensor -> bytes staged from DRAM so far
 
+    def _plan(self, name: str | None) -> TensorPlan | None:
+        t = self.alloc.tensors.get(name) if name else None
+        if t is not None and not t.decided:
+            self.alloc.place(t)
+        return t
+
     def state(self, name: str) -> tuple:
-        """What a layer's transfers of `name` depend on (the replay key)."""
+        """What a layer's transfers of `name` depend on (the replay key); an
+        undecided tensor (partial sums not spilled yet) stays undecided."""
         t = self.alloc.tensors.get(name)
+        if t is not None and not t.decided:
+            return ("if spilled", self.alloc.would_place(t), t.bytes)
         if t is None or t.level == "dram":
             return ("dram",)
         return (t.level, t.from_dram, t.bytes, self.fetched.get(name, 0))
 
     def load(self, name: str | None, nbytes: int, buf: str) -> dict:
-        t = self.alloc.tensors.get(name) if name else None
+        t = self._plan(name)
         if t is None or t.level == "dram":
             return {"bytes": nbytes, "tensor": name, "moves": (("dram", buf, nbytes),)}
         lv = t.level
@@ -167,7 +203,7 @@ class Router:
         return r
 
     def store(self, name: str | None, nbytes: int) -> dict:
-        t = self.alloc.tensors.get(name) if name else None
+        t = self._plan(name)
         if t is None or t.level == "dram":
             return {"bytes": nbytes, "tensor": name, "moves": (("output", "dram", nbytes),)}
         return {"bytes": 0, "tensor": name, "moves": (("output", t.level, nbytes),), "dst": t.level,
@@ -206,7 +242,8 @@ def layer_tensors(layers: list, arch: ArchSpec) -> tuple[list[TensorPlan], list[
                                                from_dram=True)))
         name = f"{L.name}:psums"
         roles[i]["psum"] = name
-        cands.append((i, 1, TensorPlan(name, "psums", _ceil_div(L.groups * L.M * L.N * acc_bits, 8), i, i)))
+        cands.append((i, 1, TensorPlan(name, "psums", _ceil_div(L.groups * L.M * L.N * acc_bits, 8), i, i,
+                                       reason="never spilled: partial sums stay in the output buffer")))
     dag = getattr(layers, "tensors", None)
     if dag and all(L.output for L in layers):
         acts = _dag_activations(layers, act_bytes)

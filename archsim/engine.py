@@ -59,7 +59,7 @@ class _Machine:
         src = node.get("src")  # a tile read wholly from a shared level (archsim.allocator.Router)
         if src is not None:
             return self.levels[src].read(node["level_bytes"])
-        return self.dram.read(node["bytes"])
+        return self.dram.read(node["bytes"], addr=node.get("addr"), stream=node["unit"])
 
     def _store(self, env, node):
         dst = node.get("dst")
@@ -89,6 +89,7 @@ class _Plan:
         for v in range(n):
             self.queues.setdefault(attrs[v]["unit"], []).append(v)
         proto = [LayerStats(name="", op="", macs=0) for _ in graph.graph["layers"]]
+        tensor_moves: dict[str, dict] = {}  # tensor -> {'from->to': bytes} (with shared levels)
         for a in attrs:
             ls = proto[a["layer"]]
             kind = a["kind"]
@@ -105,14 +106,21 @@ class _Plan:
                     actions[name] += count
             moves = a.get("moves")
             if moves:
+                per_tensor = tensor_moves.setdefault(a["tensor"], {})
                 for src, dst, nb in moves:
                     ls.transfer_bytes[f"{src}->{dst}"] += nb
+                    per_tensor[f"{src}->{dst}"] = per_tensor.get(f"{src}->{dst}", 0) + nb
             for buf, rd, wr in a["sram"]:
                 if rd:
                     ls.sram_read_bytes[buf] += rd
                 if wr:
                     ls.sram_write_bytes[buf] += wr
         self.static = proto
+        alloc = graph.graph.get("allocation")
+        # per tensor: where it lived, why, and the bytes it moved between each pair of levels
+        self.tensors = [] if alloc is None else [
+            {**t.describe(), "moved_bytes": dict(sorted(tensor_moves.get(t.name, {}).items()))}
+            for t in alloc.tensors.values()]
 
     def layer_stats(self, metas) -> list[LayerStats]:
         out = []
@@ -237,4 +245,4 @@ def _run(graph, arch: ArchSpec, tl) -> Stats:
         prev_end = ls.end_cycle
     return Stats(arch=arch.name, layers=layers, total_cycles=int(env.now), dram_busy_cycles=m.dram.busy_cycles,
                  buffer_peak_bytes={k: b.peak_bytes for k, b in bufs.items()},
-                 buffer_end_bytes={k: b.level for k, b in bufs.items()})
+                 buffer_end_bytes={k: b.level for k, b in bufs.items()}, tensors=plan.tensors)

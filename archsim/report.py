@@ -49,6 +49,22 @@ class Report:
     # per layer, the counters behind the rows (JSON only): cycles each unit was busy / waited for
     # data / waited for buffer room, SRAM bytes read and written per buffer, DRAM bytes read per buffer
     layer_counters: list[dict] = field(default_factory=list)
+    # with shared memory levels (memory.levels): per tensor, the level it lived in (or dram), why,
+    # its lifetime in ops and the bytes it moved between each pair of levels
+    tensors: list[dict] = field(default_factory=list)
+
+    def explain_memory(self, min_bytes: int = 0) -> str:
+        """Why each tensor of at least `min_bytes` was or was not kept on chip
+        (largest first), and the bytes it moved between levels."""
+        if not self.tensors:
+            return "no shared memory levels (memory.levels): every tensor moves between DRAM and the private buffers"
+        rows = sorted((t for t in self.tensors if t["bytes"] >= min_bytes), key=lambda t: -t["bytes"])
+        lines = [f"{'tensor':32} {'role':11} {'KiB':>9} {'ops':>9}  {'lives in':8}  moved (KiB)  why"]
+        for t in rows:
+            moved = ", ".join(f"{k} {v / 1024:,.1f}" for k, v in t["moved_bytes"].items()) or "-"
+            lines.append(f"{t['name'][:32]:32} {t['role']:11} {t['bytes'] / 1024:9,.1f} "
+                         f"{t['first_op']:>4}..{t['last_op']:<4}  {t['level']:8}  {moved}  {t['reason']}")
+        return "\n".join(lines)
 
     def headline(self) -> dict:
         """The whole-network numbers a sweep row or a study point records."""
@@ -206,4 +222,4 @@ def build_report(stats: Stats, arch: ArchSpec, energy_model: EnergyModel | None 
                   static_power_mw=em.static_power_mw, static_power_mw_by_component=em.static_mw_by_component,
                   notes=[em.scaling_note] if em.scaling_note else [],
                   workload=workload, weights=weights, overrides=list(overrides),
-                  layer_counters=[_layer_counters(ls) for ls in stats.layers])
+                  layer_counters=[_layer_counters(ls) for ls in stats.layers], tensors=stats.tensors)

@@ -336,6 +336,9 @@ class _Recording:
         self.roles = {name: role for role, name in t.tensors.items()}
         self.staged = {role: t.router.fetched.get(name, 0) - staged_before.get(role, 0)
                        for role, name in t.tensors.items()} if t.router is not None else {}
+        # tensors the nest placed as it went (spilled partial sums): a replay places its own
+        self.placed = [role for role, name in t.tensors.items()
+                       if t.router is not None and t.router.alloc.tensors[name].decided] if t.router else []
         # replay is sound only if the nest waited for nothing else outside the layer
         self.ok = all(u >= first or u in self.outside for u, _ in self.edges) and \
             (last_store is None or last_store >= first)
@@ -356,6 +359,10 @@ class _Recording:
                 d["tensor"] = rename.get(d["tensor"], d["tensor"])
             b.nodes.append(d)
         if t.router is not None:
+            for role in self.placed:
+                plan = t.router.alloc.tensors[t.tensors[role]]
+                if not plan.decided:
+                    t.router.alloc.place(plan)
             for role, nb in self.staged.items():
                 name = t.tensors[role]
                 t.router.fetched[name] = t.router.fetched.get(name, 0) + nb
