@@ -42,7 +42,7 @@ class Budget:
     for the learning rates). `pq_steps`: PQ's soft-assignment step costs
     about 4x a step of the other methods on this CNN, so PQ gets fewer."""
     steps: int = 100
-    pq_steps: int = 40
+    pq_steps: int = 30
     batch: int = 64
     lr: float = 1e-3
     lr_rest: float = 1e-4
@@ -63,7 +63,7 @@ class Accuracy:
     fine-tuned top-1 on the first `n_test` test images."""
 
     def __init__(self, budget: Budget, n_test: int = 10000, cache_dir=None, bar=None):
-        from workloads.datasets import fashion_mnist_available, load_fashion_mnist, training_batches
+        from workloads.datasets import fashion_mnist_available, load_fashion_mnist
         from workloads.evaluate import EvalSet, evaluate
         from workloads.zoo.fmnist_models import load_fmnist_model
 

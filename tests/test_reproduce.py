@@ -118,3 +118,17 @@ def test_reproduce_swis_fine_tunes_each_setting_and_reuses_them(tmp_path):
     assert (tmp_path / "out" / "swis.json").read_text() == first  # the same JSON, bit for bit
     text = rp.format_report("swis", claims2, details2)
     assert "operating point: lowest swis16_ws cycles" in text and "N=3" in text
+
+
+def test_out_that_is_a_file_is_refused_before_any_work(tmp_path):
+    from archsim.errors import ArchsimError
+
+    f = tmp_path / "f"
+    f.write_text("")
+    rp.PAPERS["boom"] = lambda bar=None: pytest.fail("ran the paper before checking --out")
+    try:
+        with pytest.raises(ArchsimError) as e:
+            rp.reproduce("boom", f)
+    finally:
+        del rp.PAPERS["boom"]
+    assert e.value.field == "--out"
