@@ -1,0 +1,227 @@
+"""The banked DRAM as a SimPy component of a run (`kind: banked_dram`).
+
+Concurrent transfers (the weight, input, write-back and codebook queues) share
+the channels as in the pipe (archsim/hw/dram.py: a fluid processor-sharing
+model, one event per transfer plus a timer per arrival or completion), but at
+the rate the banked controller achieves for what is in flight right now:
+
+    rate of each of the k transfers in flight = peak * mix / sum_i(1 / eff_i)
+
+eff_i is transfer i's efficiency alone (achieved / peak bandwidth of a stream
+with its access pattern: sequential, or rows of R bytes every S bytes), and
+mix the efficiency of the streams in flight interleaved (r read and w write
+streams, each sequential in its own region, so they conflict in banks and pay
+read/write turnaround) over that of one sequential stream of the same
+direction. Both come from replaying such streams on the command-level
+controller (controller.py) once per DRAM spec and pattern, with refresh
+off; refresh then takes its share (tRFC of every tREFI) analytically. So a
+stream's rate follows from the timings: bank groups (tCCD_L), row
+misses, read/write turnaround, queue depth, with no burst simulated here.
+
+A read's data arrives `latency_cycles` (a row miss: tRP + tRCD + CL + tBURST)
+after its bytes have crossed the bus. Cycles here are accelerator cycles: one
+DRAM clock is `spec.ratio` of them."""
+from __future__ import annotations
+
+import math
+
+import simpy
+from simpy.events import NORMAL
+
+from ..registry import register
+from .replay import replay, timing_of
+from .spec import BankedDRAMSpec
+
+_EPS = 1e-6
+_CAL_BURSTS = 1024  # bursts per calibration stream: several rows of every bank
+_cal: dict = {}  # (spec json, key) -> (efficiency, row-hit rate, ACTs per burst)
+
+
+def _region(t, i: int) -> int:
+    """Base address of stream i: 1/16 of the memory apart, shifted by two
+    banks' rows so that streams start in different banks."""
+    return (i * (t.capacity_bytes // 16) + i * 2 * t.row_bytes * t.channels) % t.capacity_bytes
+
+
+def _stream_lines(t, base: int, pattern, n: int):
+    """n burst addresses of a stream from `base`: sequential (pattern None)
+    or rows of `row` bytes every `stride` bytes."""
+    lb = t.line_bytes
+    if pattern is None:
+        return [base + k * lb for k in range(n)]
+    row, stride = pattern
+    per = max(1, -(-row // lb))
+    return [base + (k // per) * stride + (k % per) * lb for k in range(n)]
+
+
+def calibrate(spec, reads: int, writes: int, pattern=None):
+    """(efficiency, row-hit rate, ACTs per burst) of `reads` read and
+    `writes` write streams with `pattern`, interleaved burst by burst, on the
+    controller without refresh; efficiency = achieved / peak bandwidth."""
+    s = spec if isinstance(spec, BankedDRAMSpec) else BankedDRAMSpec.model_validate(spec)
+    key = (s.model_dump_json(exclude={"clock_ratio", "source"}), reads, writes, pattern)
+    hit = _cal.get(key)
+    if hit is not None:
+        return hit
+    t = timing_of(s)
+    streams = [(_stream_lines(t, _region(t, i), pattern, _CAL_BURSTS), i >= reads) for i in range(reads + writes)]
+    reqs = []
+    for k in range(_CAL_BURSTS):
+        for lines, w in streams:
+            reqs.append((lines[k], t.line_bytes, w, 0))
+    r = replay(s, reqs, refresh=False)
+    c = r["commands"]
+    out = _cal[key] = (r["bandwidth_fraction"], r["row_hit_rate"], c["act"] / max(1, c["rd"] + c["wr"]))
+    return out
+
+
+@register("dram", "banked_dram")
+class BankedDRAM:
+    Spec = BankedDRAMSpec
+
+    def __init__(self, env: simpy.Environment, spec: BankedDRAMSpec):
+        self.env = env
+        self.spec = spec
+        self.t = t = timing_of(spec)
+        self.ratio = spec.ratio
+        self.refresh_share = 1.0 - t.tRFC / t.tREFI
+        self.peak = t.peak_bytes_per_cycle() / self.ratio * self.refresh_share  # bytes per accelerator cycle
+        self.latency_cycles = spec.latency_cycles
+        self._active: dict[simpy.Event, list] = {}  # event -> [bytes left, is_write, 1/eff, pattern]
+        self._delay: dict[simpy.Event, int] = {}
+        self._t_last = 0
+        self._gen = 0
+        self._rate = 0.0
+        self._issued: dict[simpy.Event, tuple] = {}  # read event -> (start cycle, bytes)
+        self.busy_cycles = 0
+        self.bytes_read = 0
+        self.bytes_written = 0
+        self.acts = 0.0
+        self.bursts = [0, 0]  # read, write
+        self.read_latency_sum = 0
+        self.reads_done = 0
+        self.on_change = None
+
+    # ---- the interface the engine uses (as DRAMChannel) ------------------
+    def read(self, nbytes: int, addr=None, stream=None) -> simpy.Event:
+        self.bytes_read += nbytes
+        return self._start(nbytes, False, addr, stream, self.latency_cycles)
+
+    def transfer(self, nbytes: int, write: bool = False, addr=None, stream=None) -> simpy.Event:
+        if write:
+            self.bytes_written += nbytes
+        else:
+            self.bytes_read += nbytes
+        return self._start(nbytes, write, addr, stream, 0)
+
+    def _pattern(self, nbytes: int, addr, stream):
+        """The access pattern of a transfer: None (sequential) or (row bytes,
+        stride). Without an address, each stream gets its own region and a
+        sequential bump address, so its transfers continue one another and
+        streams meet as calibrate() lays them out."""
+        if addr is None:
+            return None
+        if isinstance(addr, (tuple, list)):
+            _, row, stride, rows = addr
+            if rows > 1 and stride > row:
+                return (int(row), int(stride))
+        return None
+
+    def _start(self, nbytes: int, write: bool, addr, stream, delay: int) -> simpy.Event:
+        ev = self.env.event()
+        if nbytes <= 0:
+            self._finish(ev, delay)
+            return ev
+        pattern = self._pattern(nbytes, addr, stream)
+        eff, _, acts = calibrate(self.spec, int(not write), int(write), pattern)
+        bursts = -(-nbytes // self.t.line_bytes)
+        self.bursts[write] += bursts
+        self.acts += bursts * acts
+        self._advance()
+        self._active[ev] = [float(nbytes), write, 1.0 / eff, pattern]
+        if delay:
+            self._delay[ev] = delay
+        if not write:
+            self._issued[ev] = self.env.now
+        if self.on_change is not None:
+            self.on_change(len(self._active))
+        self._reschedule()
+        return ev
+
+    # ---- fluid sharing ---------------------------------------------------
+    def _mix(self) -> float:
+        """Efficiency of the streams in flight interleaved over one stream's
+        (1 for a single transfer)."""
+        act = self._active.values()
+        if len(self._active) == 1:
+            return 1.0
+        nw = sum(1 for a in act if a[1])
+        nr = len(self._active) - nw
+        nr, nw = min(nr, 2), min(nw, 2)
+        both = calibrate(self.spec, nr, nw)[0]
+        alone = calibrate(self.spec, 1, 0)[0] if nr else calibrate(self.spec, 0, 1)[0]
+        return min(1.0, both / alone)
+
+    def _advance(self):
+        now = self.env.now
+        dt = now - self._t_last
+        if dt > 0 and self._active:
+            self.busy_cycles += dt
+            share = dt * self._rate
+            for a in self._active.values():
+                a[0] -= share
+        self._t_last = now
+
+    def _reschedule(self):
+        self._gen += 1
+        if not self._active:
+            return
+        inv = sum(a[2] for a in self._active.values())
+        self._rate = self.peak * self._mix() / inv  # bytes per cycle, each transfer in flight
+        rem = min(a[0] for a in self._active.values())
+        dt = max(1, math.ceil(rem / self._rate - _EPS))
+        self.env.timeout(dt, self._gen).callbacks.append(self._on_timer)
+
+    def _on_timer(self, timer: simpy.Event):
+        if timer.value != self._gen:
+            return
+        self._advance()
+        n = len(self._active)
+        for ev, a in list(self._active.items()):
+            if a[0] <= _EPS * max(1.0, self._rate):
+                del self._active[ev]
+                delay = self._delay.pop(ev, 0)
+                t0 = self._issued.pop(ev, None)
+                if t0 is not None:
+                    self.read_latency_sum += self.env.now + delay - t0
+                    self.reads_done += 1
+                self._finish(ev, delay)
+        if self.on_change is not None and len(self._active) != n:
+            self.on_change(len(self._active))
+        self._reschedule()
+
+    def _finish(self, ev: simpy.Event, delay: int):
+        ev._ok, ev._value = True, None
+        self.env.schedule(ev, NORMAL, delay)
+
+    # ---- counters --------------------------------------------------------
+    def stats(self) -> dict:
+        """Row-hit rate, achieved bandwidth vs peak, mean read latency
+        (accelerator cycles, issue to data), command counts and their energy."""
+        t = self.t
+        rd, wr = self.bursts
+        cols = rd + wr
+        dram_clocks = self.env.now / self.ratio
+        refs = int(dram_clocks // t.refresh_interval) * t.channels
+        cmds = {"act": round(self.acts), "pre": round(self.acts), "rd": rd, "wr": wr, "ref": refs}
+        e = t.command_energy_pj()
+        energy = {k: cmds[k] * e[k] for k in cmds}
+        energy["standby"] = dram_clocks * t.ranks * t.channels * e["standby_per_cycle"]
+        moved = self.bytes_read + self.bytes_written
+        peak = t.peak_bytes_per_cycle() / self.ratio
+        return {"row_hit_rate": 1 - self.acts / cols if cols else 0.0,
+                "achieved_bytes_per_cycle": moved / self.busy_cycles if self.busy_cycles else 0.0,
+                "peak_bytes_per_cycle": peak,
+                "bandwidth_fraction": moved / (self.busy_cycles * peak) if self.busy_cycles else 0.0,
+                "mean_read_latency_cycles": self.read_latency_sum / self.reads_done if self.reads_done else 0.0,
+                "commands": cmds, "energy_pj": energy}
