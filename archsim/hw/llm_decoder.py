@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from pydantic import PositiveInt
+from pydantic import Field
 
 from ..config import DecoderSpec
 from .decoder import VQDecoder
@@ -28,7 +28,7 @@ from .registry import register
 
 class AdditiveVQDecoderSpec(DecoderSpec):
     kind: Literal["additive_vq_decoder"] = "additive_vq_decoder"
-    adders: PositiveInt = 64
+    adders: int = Field(64, gt=0, description="codeword element additions per cycle (summing the M codewords)")
 
 
 @register("decoder", "additive_vq_decoder")
