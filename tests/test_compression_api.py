@@ -14,7 +14,7 @@ from workloads.formats import WeightFormat, format_from_dict
 SMALL = {  # small settings so the suite stays fast
     "int": {}, "trunc": {}, "nm": {}, "vq": {"k": 16}, "mvq": {"k": 16, "d": 8},
     "ssvq": {"k": 16, "d": 8, "steps": 2, "freeze_interval": 1}, "pq": {"Np": 8, "max_columns": 128},
-    "swis": {},
+    "swis": {}, "aqlm": {"k": 16, "niter": 5}, "lcvq": {"k": 64, "residual_k": 8, "niter": 5},
 }
 
 
