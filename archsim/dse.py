@@ -12,6 +12,7 @@ COST_MODEL_VERSION. Each row also says, in plain words, what produced it
 the same file, byte for byte."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import itertools
@@ -169,12 +170,39 @@ def sweep(layers, archs: list[str], grid: dict[str, list], out: str | Path,
     is simulated in each row's `produced_by` (they are labels; the key hashes
     the layers themselves). on_point(row) follows each simulated point,
     on_reused(row) each point taken from the file."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(out) as f:
+        return _sweep(layers, archs, grid, out, f, on_point, workload, weights, energy_table, on_reused)
+
+
+@contextlib.contextmanager
+def _locked(out: Path):
+    """The results file, open for appending and locked for this process: a
+    second sweep writing the same file is refused instead of doubling its
+    lines. The lock goes with the process, however it ends."""
+    import fcntl
+
+    try:
+        f = out.open("a")
+    except OSError as e:
+        raise ArchsimError(f"cannot write the results: {e.strerror or e}", file=str(out), field="--out") from None
+    try:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise ArchsimError("another sweep is writing this file now; wait for it or give another --out "
+                               "(a finished sweep's points are reused)", file=str(out), field="--out") from None
+        yield f
+    finally:
+        f.close()
+
+
+def _sweep(layers, archs, grid, out: Path, f, on_point, workload, weights, energy_table, on_reused):
     from workloads.tiling import TileCache
 
     from .api import describe_weights, simulate
 
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     done = load_done(out)
     digest = workload_digest(layers)
     weights = weights or describe_weights(layers)
@@ -202,10 +230,9 @@ def sweep(layers, archs: list[str], grid: dict[str, list], out: str | Path,
             row["produced_by"] = {"archsim_version": __version__, "cost_model_version": COST_MODEL_VERSION,
                                   "workload": workload, "workload_sha256": digest, "weights": weights,
                                   "energy_table": et.get("path"), "energy_table_sha256": et.get("sha256")}
-            with out.open("a") as f:
-                f.write(json.dumps(row) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
             done[key] = row
             if on_point:
                 on_point(row)

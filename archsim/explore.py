@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import ArchsimError
-from .study import OBJECTIVES, Study
+from .study import OBJECTIVE_LABELS, OBJECTIVES, Study
 from workloads.tiling import NOT_MAPPING
 
 _RETRIES = 3
@@ -105,7 +105,7 @@ class _Executor:
         """The futures of `futures` that are done, after waiting for one."""
         raise NotImplementedError
 
-    def close(self):
+    def close(self, interrupted: bool = False):
         pass
 
 
@@ -116,10 +116,14 @@ def _init_worker(parent: int):
     study process dies, kill -9 included, instead of waiting on the job
     queue forever."""
     import os
+    import signal
     import sys
     import threading
     import time
 
+    # Ctrl-C is the study process's to handle (it says what was saved and
+    # ends the pool); a worker that got it too would print a traceback
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(1)
 
@@ -162,11 +166,17 @@ class LocalExecutor(_Executor):
 
         return list(wait(futures, return_when=FIRST_COMPLETED).done)
 
-    def close(self):
-        if self._pool is not None:
-            # after Ctrl-C, jobs still queued are dropped, not run (their trials
-            # stay RUNNING in the store and run again on resume)
-            self._pool.shutdown(cancel_futures=True)
+    def close(self, interrupted: bool = False):
+        """Jobs still queued are dropped, not run (their trials stay RUNNING in
+        the store and run again on resume). After Ctrl-C the running ones are
+        cut off too, instead of being waited for."""
+        if self._pool is None:
+            return
+        procs = list((getattr(self._pool, "_processes", None) or {}).values()) if interrupted else []
+        self._pool.shutdown(wait=not interrupted, cancel_futures=True)
+        for proc in procs:
+            proc.terminate()
+        self._pool = None
 
 
 class DaskExecutor(_Executor):
@@ -188,12 +198,37 @@ class DaskExecutor(_Executor):
 
         return list(wait(list(futures), return_when="FIRST_COMPLETED").done)
 
-    def close(self):
+    def close(self, interrupted: bool = False):
         if self._own:
             self.client.close()
 
 
 # -- workload, compression settings and their cache ----------------------------------
+
+def check_study_size(study: Study) -> None:
+    """Refuse, before any work, a study whose batch cannot be traced in this
+    machine's memory or simulated in reasonable time on its smallest array
+    (archsim.sizing), naming workload.batch."""
+    if study.workload.batch == 1 or study.workload.topology is not None:
+        return
+    from .config import load_arch
+    from .sizing import check_batch
+    from workloads.compile import trace
+
+    w = study.workload
+    model, x = _model_and_input(study.model_copy(update={"workload": w.model_copy(update={"batch": 1})}))
+    smallest = []
+    for name in study.archs:
+        small = [f"{k}={min(_numbers(p))}" for k, p in study.space.items()
+                 if k in ("pe_array.rows", "pe_array.cols") and _numbers(p)]
+        smallest.append(load_arch(name, small))
+    check_batch(trace(model, x), w.batch, smallest, study.path, "workload.batch")
+
+
+def _numbers(p) -> list:
+    vals = list(p.choices) if p.choices is not None else list(p.range or p.log_range)
+    return [int(v) for v in vals if isinstance(v, (int, float)) and not isinstance(v, bool)]
+
 
 def _model_and_input(study: Study):
     import torch
@@ -660,13 +695,20 @@ def results_dataframe(ostudy):
 
     rows = []
     for t in ostudy.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
-        row = {"trial": t.number, "state": t.state.name}
+        row = {"trial": t.number, "state": t.state.name, "arch": t.user_attrs.get("arch"),
+               "method": t.user_attrs.get("method")}
         row.update({f"param:{k}": v for k, v in t.params.items()})
         row.update(t.user_attrs.get("metrics") or {})
         row["feasible"] = all(c <= 0 for c in t.user_attrs.get("constraints", [0])) and t.state == TrialState.COMPLETE
         row["error"] = t.user_attrs.get("error")
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def objective_axes(objectives: list[str]) -> list[dict]:
+    """The objectives as plots/ takes them: metric column, direction, axis label with its unit."""
+    return [{"key": OBJECTIVES[o][0], "direction": OBJECTIVES[o][1], "label": OBJECTIVE_LABELS[o]}
+            for o in objectives]
 
 
 def pareto_rows(df, objectives: list[str]):
@@ -680,4 +722,4 @@ def pareto_rows(df, objectives: list[str]):
 
 
 __all__ = ["explore", "evaluate_point", "LocalExecutor", "DaskExecutor", "results_dataframe", "pareto_rows",
-           "open_study", "grid_size"]
+           "open_study", "grid_size", "objective_axes", "check_study_size"]

@@ -39,6 +39,8 @@ OBJECTIVES = {  # name -> (metric key, direction)
     "area": ("area_mm2", "minimize"),
     "accuracy": ("accuracy", "maximize"),
 }
+OBJECTIVE_LABELS = {"latency": "latency (ms)", "energy": "energy (µJ)", "edp": "energy-delay product (µJ·ms)",
+                    "area": "area (mm²)", "accuracy": "top-1 accuracy (%)"}
 _CONSTRAINT = re.compile(r"^\s*(latency|energy|edp|area|accuracy)\s*(<=|>=)\s*(fp32\s*-\s*)?([0-9.eE+-]+)\s*$")
 
 
@@ -146,10 +148,37 @@ class Study(ComponentSpec):
         return out
 
 
+def study_dir() -> Path:
+    """The built-in studies, installed with the architectures."""
+    from .config import ARCH_DIR
+
+    return ARCH_DIR / "studies"
+
+
+def study_names() -> list[str]:
+    return sorted(q.stem for q in study_dir().glob("*.yaml"))
+
+
+def resolve_study_path(name_or_path: str | Path) -> Path:
+    """A study file's path, or a built-in study by its name or the start of
+    its name (`fmnist` is fmnist_hw_x_compression), from any directory."""
+    p = Path(name_or_path)
+    if p.is_file():
+        return p
+    if p.is_dir():
+        raise ArchsimError("is a folder; expected a study YAML or a built-in study's name", file=str(p))
+    names = study_names()
+    hits = [n for n in names if n == str(name_or_path)] or [n for n in names if n.startswith(str(name_or_path))]
+    if len(hits) == 1:
+        return study_dir() / f"{hits[0]}.yaml"
+    if hits:
+        raise ArchsimError(f"several built-in studies start so: {', '.join(hits)}", file=str(p))
+    raise ArchsimError("no such study file, nor a built-in study" + _did_you_mean(str(name_or_path), names),
+                       file=str(p))
+
+
 def load_study(path: str | Path) -> Study:
-    p = Path(path)
-    if not p.is_file():
-        raise ArchsimError("no such study file", file=str(p))
+    p = resolve_study_path(path)
     try:
         data = yaml.safe_load(p.read_text())
     except (yaml.YAMLError, UnicodeDecodeError) as e:
@@ -168,17 +197,80 @@ def load_study(path: str | Path) -> Study:
         for key, prm in study.all_params().items():
             if prm.choices is None:
                 raise ArchsimError(f"the grid sampler needs choices; {key} has a range", file=str(p), field="sampler")
-    if study.compression is not None:
-        from workloads.compression import METHODS
-
-        for m in study.compression.method.choices or []:
-            if m != "none" and m not in METHODS:
-                raise ArchsimError(f"unknown compression method {m!r} (known: none, {', '.join(sorted(METHODS))})",
-                                   file=str(p), field="compression.method")
-        for m in study.compression.params:
-            if m not in METHODS:
-                raise ArchsimError(f"unknown compression method {m!r}", file=str(p), field=f"compression.params.{m}")
     if study.needs_accuracy() and study.workload.checkpoint is None:
         raise ArchsimError("accuracy needs a trained model: set workload.checkpoint", file=str(p),
                            field="workload.checkpoint")
+    check_study(study)
     return study
+
+
+def _did_you_mean(word: str, known) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(str(word), [str(k) for k in known], n=1)
+    return f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(sorted(map(str, known)))})"
+
+
+def _values(p: Param) -> list:
+    return list(p.choices) if p.choices is not None else list(p.range or p.log_range)
+
+
+def check_study(study: Study) -> None:
+    """Everything a study names, checked before any point runs, each mistake
+    one line naming the study file and the field: the workload, each base
+    architecture, each searched field and value on each of them, each
+    compression method and parameter, and that some base architecture runs
+    each method's weights."""
+    import inspect
+
+    from .config import ARCH_DIR, load_arch
+    from .hw.compat import arch_formats
+
+    src = study.path
+    w = study.workload
+    if w.model is not None:
+        from workloads import zoo
+
+        if w.model not in zoo.MODELS:
+            raise ArchsimError(f"unknown model {w.model!r}" + _did_you_mean(w.model, zoo.MODELS), file=src,
+                               field="workload.model")
+    if w.topology is not None and not Path(w.topology).is_file():
+        raise ArchsimError(f"no such topology file {w.topology!r}", file=src, field="workload.topology")
+    bases = {}
+    for i, name in enumerate(study.archs):
+        try:
+            bases[name] = load_arch(name)
+        except ArchsimError as e:
+            known = [q.stem for q in ARCH_DIR.glob("*.yaml")]
+            raise ArchsimError(f"{e.message}{_did_you_mean(name, known) if not Path(name).exists() else ''}",
+                               file=src, field=f"archs.{i}") from None
+    for key, prm in study.space.items():
+        for name in study.archs:
+            for v in _values(prm):
+                v = int(v) if prm.integer and prm.choices is None else v
+                try:
+                    load_arch(name, [f"{key}={v}"], flag="space")
+                except ArchsimError as e:
+                    raise ArchsimError(f"{key}={v} on {name}: {e.message}", file=src, field=f"space.{key}") from None
+    if study.compression is None:
+        return
+    from workloads.compression import METHODS
+
+    for m in study.compression.method.choices or []:
+        if m != "none" and m not in METHODS:
+            raise ArchsimError(f"unknown compression method {m!r}" + _did_you_mean(m, ["none", *METHODS]),
+                               file=src, field="compression.method")
+        fmt = {"none": "dense", "int": "dense"}.get(m, m)
+        if not any(fmt in arch_formats(a) for a in bases.values()):
+            raise ArchsimError(f"{m}: no base architecture runs {fmt} weights ({', '.join(study.archs)}; "
+                               f"`archsim list` shows which architecture runs which format)",
+                               file=src, field="compression.method")
+    for m, params in study.compression.params.items():
+        if m not in METHODS:
+            raise ArchsimError(f"unknown compression method {m!r}" + _did_you_mean(m, METHODS), file=src,
+                               field=f"compression.params.{m}")
+        takes = [q for q in inspect.signature(METHODS[m]).parameters if q not in ("model", "calib", "seed")]
+        for k in params:
+            if k not in takes:
+                raise ArchsimError(f"{m} takes no parameter {k!r}" + _did_you_mean(k, takes), file=src,
+                                   field=f"compression.params.{m}.{k}")

@@ -1,8 +1,12 @@
 """Figures of an exploration study (`archsim explore`): Pareto fronts for every
-pair of objectives with the front labelled, and parallel coordinates of the
-front. Input: archsim.explore.results_dataframe(study).
-
-Usage: python plots/explore.py STUDY.yaml OUT.png [--out DIR]
+pair of objectives, parallel coordinates of the front, and an interactive
+HTML report. Plain data in: the study's DataFrame (one row per trial:
+`trial`, `state`, `feasible`, `arch`, `method`, `param:*` and metric columns,
+as archsim.explore.results_dataframe gives it) and the objectives' axes
+[{"key": "latency_ms", "direction": "minimize", "label": "latency (ms)"}, ...]
+(archsim.explore.objective_axes). Nothing here imports archsim: `archsim
+explore STUDY --plot fronts.png --html study.html` draws them (a finished
+study is read back from its database, not run again).
 """
 from __future__ import annotations
 
@@ -10,9 +14,35 @@ import itertools
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from archsim.explore import pareto_rows  # noqa: E402
-from archsim.study import OBJECTIVES  # noqa: E402
+if not __package__:  # run as a script from a checkout
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from plots.palette import color  # noqa: E402
+
+# base architectures are told apart by marker shape, in order of appearance
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*")
+
+
+def pareto_mask(df, axes: list[dict]) -> list[bool]:
+    """For each row: feasible and not dominated on these axes."""
+    rows = df.reset_index(drop=True)
+    ok = rows["feasible"].tolist() if "feasible" in rows else [True] * len(rows)
+    vals = [[(r[a["key"]] if a["direction"] == "minimize" else -r[a["key"]]) for a in axes]
+            for _, r in rows.iterrows()]
+    cand = [v for v, f in zip(vals, ok) if f]
+    return [f and not any(all(w[j] <= v[j] for j in range(len(v))) and w != v for w in cand)
+            for v, f in zip(vals, ok)]
+
+
+def _method(row) -> str:
+    m = row.get("method")
+    if not isinstance(m, str):
+        m = row.get("param:method") if isinstance(row.get("param:method"), str) else "none"
+    return m
+
+
+def _arch(row) -> str:
+    a = row.get("arch")
+    return a if isinstance(a, str) else str(row.get("param:arch", ""))
 
 
 def _label(row) -> str:
@@ -28,47 +58,136 @@ def _label(row) -> str:
     return f"#{row['trial']}: " + " ".join(parts)
 
 
-def plot_fronts(df, objectives: list[str], path: str | Path):
-    """One panel per pair of objectives (all points grey, infeasible ones
-    hollow, that pair's front in colour and labelled), and a parallel-
-    coordinates panel of the study's front (each objective scaled to 0-1)."""
+def _better(axis: dict) -> str:
+    return "lower is better" if axis["direction"] == "minimize" else "higher is better"
+
+
+def plot_fronts(df, axes: list[dict], path: str | Path):
+    """One panel per pair of objectives: every finished point coloured by its
+    compression method and shaped by its base architecture (infeasible ones
+    hollow), the pair's Pareto front drawn as a labelled line through its
+    points (each marked with its trial number); and a parallel-coordinates
+    panel of the study's front, each axis oriented so that up is better and
+    labelled with its unit, its range and its better direction."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
 
-    keys = [OBJECTIVES[o][0] for o in objectives]
-    pairs = list(itertools.combinations(range(len(keys)), 2)) or [(0, 0)]
-    ok = df[df["state"] == "COMPLETE"]
-    fig = Figure(figsize=(6 * (len(pairs) + 1), 5), layout="constrained")
+    ok = df[df["state"] == "COMPLETE"].reset_index(drop=True)
+    methods = list(dict.fromkeys(_method(r) for _, r in ok.iterrows()))
+    archs = list(dict.fromkeys(_arch(r) for _, r in ok.iterrows()))
+    marker = {a: MARKERS[i % len(MARKERS)] for i, a in enumerate(archs)}
+    pairs = list(itertools.combinations(range(len(axes)), 2)) or [(0, 0)]
+    ncol = min(3, len(pairs) + 1)
+    nrow = -(-(len(pairs) + 1) // ncol)
+    fig = Figure(figsize=(5.5 * ncol, 4.6 * nrow), layout="constrained")
     FigureCanvasAgg(fig)
-    axes = fig.subplots(1, len(pairs) + 1, squeeze=False)[0]
-    for ax, (i, j) in zip(axes, pairs):
-        feas = ok[ok["feasible"]]
-        infeas = ok[~ok["feasible"]]
-        ax.scatter(feas[keys[i]], feas[keys[j]], c="0.7", s=14, label="feasible")
-        if len(infeas):
-            ax.scatter(infeas[keys[i]], infeas[keys[j]], facecolors="none", edgecolors="0.6", s=14,
-                       label="infeasible")
-        front = pareto_rows(ok, [objectives[i], objectives[j]]).sort_values(keys[i])
-        ax.plot(front[keys[i]], front[keys[j]], "o-", c="C3", label="Pareto front")
-        for _, r in front.iterrows():  # by trial number: the parameters are in the last panel's legend
-            ax.annotate(f"#{r['trial']}", (r[keys[i]], r[keys[j]]), fontsize=7, xytext=(3, 3),
+    grid = fig.subplots(nrow, ncol, squeeze=False).ravel()
+    for ax in grid[len(pairs) + 1:]:
+        ax.set_visible(False)
+    for ax, (i, j) in zip(grid, pairs):
+        xa, ya = axes[i], axes[j]
+        for _, r in ok.iterrows():
+            c = color("dense" if _method(r) == "none" else _method(r))
+            feas = bool(r.get("feasible", True))
+            ax.scatter(r[xa["key"]], r[ya["key"]], s=22, marker=marker[_arch(r)], alpha=0.8,
+                       facecolors=c if feas else "none", edgecolors=c, linewidths=0.8)
+        front = ok[pareto_mask(ok, [xa, ya])].sort_values(xa["key"])
+        ax.plot(front[xa["key"]], front[ya["key"]], "-", c="k", lw=1.2, zorder=0)
+        for _, r in front.iterrows():
+            ax.annotate(f"#{r['trial']}", (r[xa["key"]], r[ya["key"]]), fontsize=7, xytext=(3, 3),
                         textcoords="offset points")
-        ax.set_xlabel(keys[i])
-        ax.set_ylabel(keys[j])
-        ax.legend(fontsize="small")
-    ax = axes[-1]
-    front = pareto_rows(ok, objectives)
-    if len(front) and len(keys) > 1:
-        lo, hi = ok[keys].min(), ok[keys].max()
-        span = (hi - lo).where(hi > lo, 1.0)
-        for n, (_, r) in enumerate(front.iterrows()):
-            ax.plot(range(len(keys)), [(r[k] - lo[k]) / span[k] for k in keys], "o-", c=f"C{n % 10}", alpha=0.8,
-                    label=_label(r))
-        ax.set_xticks(range(len(keys)), keys)
-        ax.set_ylabel("scaled to the study's range (0 = lowest)")
-        ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.1))
-    ax.set_title(f"front of {len(front)} designs (parallel coordinates)")
+        ax.set_xlabel(f"{xa['label']}, {_better(xa)}")
+        ax.set_ylabel(f"{ya['label']}, {_better(ya)}")
+        ax.set_title(f"{len(front)} of {len(ok)} points on the {ya['label'].split(' (')[0]} vs "
+                     f"{xa['label'].split(' (')[0]} front", fontsize="medium")
+    handles = [Line2D([], [], ls="", marker="o", color=color("dense" if m == "none" else m), label=m)
+               for m in methods]
+    handles += [Line2D([], [], ls="", marker=marker[a], color="0.3", label=a) for a in archs if a]
+    handles += [Line2D([], [], ls="", marker="o", mfc="none", color="0.3", label="infeasible (constraint)"),
+                Line2D([], [], ls="-", color="k", label="Pareto front (#: trial)")]
+    grid[0].legend(handles=handles, fontsize="small", title="method / base architecture", title_fontsize="small")
+    _parallel(grid[len(pairs)], ok, axes)
     fig.savefig(path, dpi=110)
+    return fig
+
+
+def _parallel(ax, ok, axes: list[dict]):
+    """The study's front in parallel coordinates: one vertical axis per
+    objective, scaled to the study's range with the better end up."""
+    front = ok[pareto_mask(ok, axes)] if len(ok) else ok
+    if not len(front) or len(axes) < 2:
+        ax.set_visible(False)
+        return
+    lo = {a["key"]: ok[a["key"]].min() for a in axes}
+    hi = {a["key"]: ok[a["key"]].max() for a in axes}
+
+    def up(a, v):  # 1 = best in the study, 0 = worst
+        span = hi[a["key"]] - lo[a["key"]] or 1.0
+        f = (v - lo[a["key"]]) / span
+        return 1 - f if a["direction"] == "minimize" else f
+
+    for _, r in front.iterrows():
+        ax.plot(range(len(axes)), [up(a, r[a["key"]]) for a in axes], "-", marker=".",
+                c=color("dense" if _method(r) == "none" else _method(r)), alpha=0.8, lw=1.2)
+        ax.annotate(f"#{r['trial']}", (len(axes) - 1, up(axes[-1], r[axes[-1]["key"]])), fontsize=6,
+                    xytext=(4, 0), textcoords="offset points", va="center")
+    for x, a in enumerate(axes):
+        ax.axvline(x, c="0.6", lw=0.8, zorder=0)
+        best, worst = (lo, hi) if a["direction"] == "minimize" else (hi, lo)
+        ax.annotate(f"{best[a['key']]:.4g}", (x, 1), xytext=(0, 4), textcoords="offset points", ha="center",
+                    fontsize=7)
+        ax.annotate(f"{worst[a['key']]:.4g}", (x, 0), xytext=(0, -10), textcoords="offset points",
+                    ha="center", fontsize=7)
+    ax.set_xticks(range(len(axes)), [f"{a['label']}\n({_better(a)})" for a in axes], fontsize="small")
+    ax.set_ylim(-0.12, 1.12)
+    ax.set_yticks([0, 1], ["worst", "best"])
+    ax.set_ylabel("place in the study's range")
+    ax.set_title(f"the front: {len(front)} designs (colour: method)", fontsize="medium")
+
+
+def html_report(df, axes: list[dict], path: str | Path, title: str = "study"):
+    """A self-contained interactive HTML page (plotly, its JavaScript inlined:
+    no network): a scatter per pair of objectives (colour: method, symbol:
+    base architecture, hover: trial, parameters and metrics, the front
+    outlined) and a table of the front."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    ok = df[df["state"] == "COMPLETE"].reset_index(drop=True)
+    pairs = list(itertools.combinations(range(len(axes)), 2)) or [(0, 0)]
+    fig = make_subplots(rows=len(pairs), cols=1, vertical_spacing=0.3 / max(1, len(pairs)),
+                        subplot_titles=[f"{axes[j]['label']} vs {axes[i]['label']}" for i, j in pairs])
+    symbols = ["circle", "square", "diamond", "triangle-up", "cross", "x", "star", "pentagon"]
+    archs = list(dict.fromkeys(_arch(r) for _, r in ok.iterrows()))
+    hover = [("<br>".join([_label(r)] + [f"{a['label']}: {r[a['key']]:.4g}" for a in axes]))
+             for _, r in ok.iterrows()]
+    for n, (i, j) in enumerate(pairs, start=1):
+        xa, ya = axes[i], axes[j]
+        on_front = pareto_mask(ok, [xa, ya])
+        for m in dict.fromkeys(_method(r) for _, r in ok.iterrows()):
+            idx = [k for k, (_, r) in enumerate(ok.iterrows()) if _method(r) == m]
+            rows = ok.iloc[idx]
+            fig.add_trace(go.Scatter(
+                x=rows[xa["key"]], y=rows[ya["key"]], mode="markers", name=m, legendgroup=m, showlegend=n == 1,
+                text=[hover[k] for k in idx], hoverinfo="text",
+                marker=dict(color=color("dense" if m == "none" else m), size=9,
+                            symbol=[symbols[archs.index(_arch(r)) % len(symbols)] for _, r in rows.iterrows()],
+                            line=dict(width=[2 if on_front[k] else 0 for k in idx], color="black"))), row=n, col=1)
+        front = ok[on_front].sort_values(xa["key"])
+        fig.add_trace(go.Scatter(x=front[xa["key"]], y=front[ya["key"]], mode="lines", name="Pareto front",
+                                 legendgroup="front", showlegend=n == 1, line=dict(color="black", width=1),
+                                 hoverinfo="skip"), row=n, col=1)
+        fig.update_xaxes(title_text=f"{xa['label']} ({_better(xa)})", row=n, col=1)
+        fig.update_yaxes(title_text=f"{ya['label']} ({_better(ya)})", row=n, col=1)
+    fig.update_layout(title=f"{title}: {len(ok)} finished points (symbol: base architecture "
+                            f"{', '.join(f'{symbols[k % len(symbols)]}={a}' for k, a in enumerate(archs))})",
+                      height=420 * len(pairs), hovermode="closest")
+    front = ok[pareto_mask(ok, axes)]
+    table = front[["trial"] + [c for c in front.columns if c.startswith("param:")] + [a["key"] for a in axes]]
+    Path(path).write_text(fig.to_html(include_plotlyjs=True, full_html=True).replace(
+        "</body>", f"<h3>Pareto front of all objectives ({len(front)} designs)</h3>"
+                   f"{table.to_html(index=False, na_rep='')}</body>"))
 
 
 def plot_two_designs(rep_a, rep_b, labels: tuple[str, str], path: str | Path):
@@ -77,7 +196,9 @@ def plot_two_designs(rep_a, rep_b, labels: tuple[str, str], path: str | Path):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from archsim.report import energy_components
+    def energy_components(row: dict) -> list[str]:  # the report's energy_<component>_pj columns
+        return [k[len("energy_"):-len("_pj")] for k in row if k.startswith("energy_") and k.endswith("_pj")
+                and k not in ("energy_total_pj", "energy_dynamic_pj")]
 
     names = [r["name"] for r in rep_a.layers]
     x = list(range(len(names)))
@@ -95,7 +216,7 @@ def plot_two_designs(rep_a, rep_b, labels: tuple[str, str], path: str | Path):
         bottom = [0.0] * len(names)
         for i, c in enumerate(comps):
             vals = [r.get(f"energy_{c}_pj", 0.0) / 1e6 for r in rep.layers]
-            ax_e.bar(xs, vals, 0.4, bottom=bottom, color=f"C{i % 10}", edgecolor="k" if k else "none",
+            ax_e.bar(xs, vals, 0.4, bottom=bottom, color=color(c), edgecolor="k" if k else "none",
                      linewidth=0.3, label=c if k == 0 else None)
             bottom = [b + v for b, v in zip(bottom, vals)]
     ax_t.set_ylabel("latency (us)")
@@ -107,22 +228,3 @@ def plot_two_designs(rep_a, rep_b, labels: tuple[str, str], path: str | Path):
     ax_e.legend(fontsize="small", ncol=2)
     ax_e.set_xticks(x, names, rotation=90, fontsize="small")
     fig.savefig(path, dpi=110)
-
-
-def main(argv=None):
-    import argparse
-
-    from archsim.explore import open_study, results_dataframe
-    from archsim.study import load_study
-
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("study")
-    ap.add_argument("png")
-    ap.add_argument("--out", default="archsim_out/explore")
-    a = ap.parse_args(argv)
-    study = load_study(a.study)
-    plot_fronts(results_dataframe(open_study(study, Path(a.out))), study.objectives, a.png)
-
-
-if __name__ == "__main__":
-    main()

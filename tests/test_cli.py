@@ -45,7 +45,7 @@ def test_profile_lets_the_bit_serial_arrays_run_from_the_command_line(tmp_path, 
     assert "--profile N" in err and "pe_array.precision" in err
     assert main(["run", "--model", "resnet20", "--arch", "stripes16", "--profile", "8",
                  "--out", str(tmp_path), "--no-plot"]) == 0
-    layers = json.loads((tmp_path / "resnet20_stripes16" / "report.json").read_text())["layers"]
+    layers = json.loads((tmp_path / "resnet20_stripes16_profile8" / "report.json").read_text())["layers"]
     assert len(layers) == 22 and all(L["compute_cycles"] > 0 for L in layers)
     assert "--model" in _user_error(capsys, ["run", "--topology", "x.csv", "--profile", "8"])
 
@@ -59,7 +59,7 @@ def test_profile_of_the_trained_model_uses_real_images(tmp_path):
     for arch in ("stripes16", "pragmatic16"):
         assert main(["run", "--model", "fmnist_cnn", "--arch", arch, "--profile", "64",
                      "--out", str(tmp_path), "--no-plot"]) == 0
-        rep = json.loads((tmp_path / f"fmnist_cnn_{arch}" / "report.json").read_text())
+        rep = json.loads((tmp_path / f"fmnist_cnn_{arch}_profile64" / "report.json").read_text())
         cycles[arch] = rep["totals"]["compute_cycles"]
     assert cycles["pragmatic16"] < 0.7 * cycles["stripes16"]
 
@@ -176,10 +176,13 @@ def test_every_argument_has_help_and_weights_help_lists_every_format():
         assert any("--quiet" in a.option_strings for a in sp._actions), name
     text = subs.choices["run"].format_help()
     weights = next(a for a in subs.choices["run"]._actions if a.dest == "weights").help
+    from archsim.cli import compress_defaults
+
     for cls in _all_formats():
         assert f"{cls.name}: " in weights
-        for f in dataclasses.fields(cls):
-            assert f"{f.name}={f.default}" in weights
+        line = next(x for x in weights.split("(defaults): ", 1)[1].split("; ") if x.startswith(f"{cls.name}: "))
+        for f in dataclasses.fields(cls):  # the default is compress()'s where it has one
+            assert f"{f.name}={compress_defaults(cls.name).get(f.name, f.default)}" in line
     assert "vq:k=256,d=16" in text
 
 
