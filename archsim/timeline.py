@@ -46,6 +46,10 @@ class Timeline:
                             "tid": self._tid(unit), "ts": start * self.us_per_cycle,
                             "dur": (end - start) * self.us_per_cycle, "args": args})
 
+    def track(self, name: str) -> int:
+        """Declare a track now (tracks are listed in the order they are declared)."""
+        return self._tid(name)
+
     def span(self, track: str, name: str, start: int, end: int):
         """A slice [start, end) cycles on a named track (fidelity rows: one track per PE row)."""
         self.events.append({"name": name, "cat": "row", "ph": "X", "pid": 1, "tid": self._tid(track),

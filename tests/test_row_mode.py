@@ -179,6 +179,19 @@ def test_pragmatic_closed_form_equals_the_rows_fed_the_real_vectors(R, C, V, N, 
     assert run_folds(kind, [n["fold"] for n in nodes]) == [n["cycles"] for n in nodes]
 
 
+def test_a_fold_of_several_chunks_pays_its_row_skew_at_the_end_in_row_mode():
+    # spill keeps the partial sums' fold in one piece: 5 chunks of 8 streamed vectors
+    a = arch("sa32_ws", 4, 4, "buffers.output.capacity_bytes=256", "pe_array.psum_overflow=spill")
+    nodes = compute_nodes([LayerSpec("fc", "linear", M=40, N=4, K=8)], a)
+    first_fold = [n for n in nodes[:5]]
+    assert [(n["fold"].first, n["fold"].last) for n in first_fold] == \
+        [(True, False), (False, False), (False, False), (False, False), (False, True)]
+    R, C = 4, 4
+    assert [n["cycles"] for n in first_fold] == [2 * R - 1 + 8, 8, 8, 8, 8 + C - 1]
+    assert run_folds(kind_of(a), [n["fold"] for n in first_fold]) == [R + 8, 8, 8, 8, 8 + (R - 1) + (C - 1)]
+    assert 2 * R + C + 40 - 2 == sum(n["cycles"] for n in first_fold)
+
+
 def test_spread_steps_adds_up_to_the_closed_form_rounding():
     for mean in (1.0, 1.25, 2.5, 3.999, 7.1):
         for T in (1, 3, 17):

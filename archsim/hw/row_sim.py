@@ -151,7 +151,7 @@ class RowArray:
         env, R = self.env, self.R
         start, busy0, blocked0 = env.now, sum(self.busy), sum(self.blocked)
         if fold.first and self.stationary:
-            if self.spare_entry and not fold.layer_first:
+            if self.spare_entry and not fold.layer_first and self._latched_at is not None:
                 left = self._latched_at + R - env.now   # the spare entry's shift, begun at the last latch
                 if left > 0:
                     yield env.timeout(left)
@@ -243,6 +243,8 @@ def row_array(kind, env) -> RowArray:
     tl = getattr(kind, "timeline", None)
     if tl is not None:
         timeline = tl[0]
+        for r in range(kind.rows):
+            timeline.track(f"pe.row{r:02d}")  # rows listed top to bottom
         trace = lambda r, name, s, e: timeline.span(f"pe.row{r:02d}", name, s, e)
     kind._row_array = new_row_array(kind, env, trace)
     return kind._row_array
