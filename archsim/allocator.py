@@ -214,26 +214,31 @@ def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def layer_tensors(layers: list, arch: ArchSpec) -> tuple[list[TensorPlan], list[dict]]:
-    """The candidate tensors of a run of GEMM layers, in program order of
-    first use, and per layer the tensor each of its transfers moves
-    ({'weight', 'input', 'output', 'psum'} -> name; for a matmul 'weight' is
-    its second activation operand).
+def op_tensors(ops: list, arch: ArchSpec, workload=None, fused=frozenset()) -> tuple[list[TensorPlan], list[dict]]:
+    """The candidate tensors of a run of operators (GEMM layers, and vector
+    operators when the architecture runs them), in program order of first
+    use, and per op the tensor each of its transfers moves: for a GEMM
+    {'weight', 'input', 'output', 'psum'} -> name (for a matmul 'weight' is
+    its second activation operand); for a vector op {'in0', 'in1', ...,
+    'output'}.
 
-    With the workload's DAG (a workloads Workload: LayerSpec.inputs/output
-    and `.tensors`), activation lifetimes follow its edges. An operator this
-    run does not simulate (no vector unit) adds no op: its output is its first
-    input's tensor, and its other inputs are last used at the GEMM it follows
-    (where a fused write-back would read them). A plain list of layers is a
-    chain: each layer reads the previous one's output.
+    With the workload's DAG (`workload.tensors`, LayerSpec.inputs/output),
+    activation lifetimes follow its edges. An operator this run does not
+    simulate (no vector unit), or one fused into the write-back (`fused`,
+    by name), adds no tensor: its output is its first input's tensor, and its
+    other inputs are last used at the op it follows (where a fused write-back
+    reads them). A plain list of layers is a chain: each reads the previous
+    one's output.
     """
     act_bytes = lambda elems: _ceil_div(elems * arch.pe_array.act_bits, 8)
     acc_bits = getattr(arch.pe_array, "acc_bits", 32)
-    n = len(layers)
-    roles: list[dict] = [{} for _ in layers]
+    n = len(ops)
+    roles: list[dict] = [{} for _ in ops]
     cands: list[tuple[int, int, TensorPlan]] = []  # (first use, priority, plan)
     span_all = (0, n - 1)
-    for i, L in enumerate(layers):
+    for i, L in enumerate(ops):
+        if not hasattr(L, "fmt"):
+            continue  # a vector op: no weights, no partial sums
         if L.op != "matmul":
             first, last = span_all if arch.memory.pin_weights else (i, i)
             name = f"{L.name}:weights"
@@ -244,13 +249,13 @@ def layer_tensors(layers: list, arch: ArchSpec) -> tuple[list[TensorPlan], list[
         roles[i]["psum"] = name
         cands.append((i, 1, TensorPlan(name, "psums", _ceil_div(L.groups * L.M * L.N * acc_bits, 8), i, i,
                                        reason="never spilled: partial sums stay in the output buffer")))
-    dag = getattr(layers, "tensors", None)
-    if dag and all(L.output for L in layers):
-        acts = _dag_activations(layers, act_bytes)
+    if workload is not None and getattr(workload, "tensors", None) and all(
+            op.output for op in ops if hasattr(op, "fmt")):
+        acts = _dag_activations(ops, workload, fused, act_bytes)
     else:
-        acts = _chain_activations(layers, act_bytes)
-    for name, (elems_bytes, first, last, is_input, is_output, readers) in acts.items():
-        plan = TensorPlan(name, "activations", elems_bytes, first, last, from_dram=is_input)
+        acts = _chain_activations(ops, act_bytes)
+    for name, (nbytes, first, last, is_input, is_output, readers) in acts.items():
+        plan = TensorPlan(name, "activations", nbytes, first, last, from_dram=is_input)
         if is_output:
             plan.keep, plan.reason = False, "network output: written to DRAM"
         cands.append((first, 0, plan))
@@ -276,24 +281,22 @@ def _chain_activations(layers, act_bytes) -> dict:
     return {k: tuple(v) for k, v in out.items()}
 
 
-def _dag_activations(layers, act_bytes) -> dict:
-    wl = layers
-    gemm = {L.name: i for i, L in enumerate(layers)}
-    ops = list(getattr(wl, "ops", layers))
-    # the GEMM each unsimulated operator follows in program order
+def _dag_activations(ops, wl, fused, act_bytes) -> dict:
+    index = {op.name: i for i, op in enumerate(ops) if op.name not in fused}  # ops that write a tensor
+    every = list(getattr(wl, "ops", ops))
+    by_name = {op.name: op for op in every}
+    # the simulated op each aliased operator (unsimulated or fused) follows in program order
     after: dict[str, int] = {}
-    last_gemm = 0
-    for op in ops:
-        if op.name in gemm:
-            last_gemm = gemm[op.name]
+    last = 0
+    for op in every:
+        if op.name in index:
+            last = index[op.name]
         else:
-            after[op.name] = last_gemm
-
-    by_name = {op.name: op for op in ops}
+            after[op.name] = last
 
     def root(t: str) -> str:
         info = wl.tensors.get(t)
-        while info is not None and info.producer is not None and info.producer not in gemm:
+        while info is not None and info.producer is not None and info.producer not in index:
             op = by_name[info.producer]
             if not op.inputs:
                 break
@@ -306,21 +309,21 @@ def _dag_activations(layers, act_bytes) -> dict:
     def entry(r: str) -> list:
         if r not in out:
             info = wl.tensors[r]
-            is_input = info.producer is None
-            first = gemm[info.producer] if not is_input else len(layers)
+            is_input = info.producer is None or info.producer not in index
+            first = index[info.producer] if not is_input else len(ops)
             out[r] = [act_bytes(info.elems), first, first if not is_input else -1, is_input, False, []]
         return out[r]
 
-    for op in ops:
-        if op.name in gemm:
-            i = gemm[op.name]
-            for k, t in enumerate(op.inputs[:2]):
+    for op in every:
+        if op.name in index:
+            i = index[op.name]
+            gemm = hasattr(op, "fmt")
+            for k, t in enumerate(op.inputs[:2] if gemm else op.inputs):
                 e = entry(root(t))
                 e[1] = min(e[1], i)
                 e[2] = max(e[2], i)
-                e[5].append((i, "input" if k == 0 else "weight"))
-            e = entry(root(op.output))
-            e[5].append((i, "output"))
+                e[5].append((i, ("input" if k == 0 else "weight") if gemm else f"in{k}"))
+            entry(root(op.output))[5].append((i, "output"))
         else:
             for t in op.inputs[1:]:
                 e = entry(root(t))

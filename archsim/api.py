@@ -30,7 +30,8 @@ def to_layers(model_or_layers, example_input=None, formats=None) -> list:
     if isinstance(model_or_layers, (list, tuple)):
         if not all(isinstance(l, LayerSpec) for l in model_or_layers):
             raise ArchsimError("a list of layers must hold LayerSpec objects", field="layers")
-        return list(model_or_layers)
+        # a traced Workload keeps its DAG (non-GEMM operators, tensors) beside the layers
+        return model_or_layers if hasattr(model_or_layers, "ops") else list(model_or_layers)
     from workloads.compile import trace
 
     if example_input is None:

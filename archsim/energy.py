@@ -24,6 +24,7 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Optional
 
 from .config import ArchSpec
@@ -244,6 +245,8 @@ class EnergyModel:
         # shared levels (memory.levels), by name.
         self.levels = {buf: getattr(arch.buffers, buf) for buf in BUFFERS}
         self.levels.update({lv.name: lv for lv in arch.memory.levels})
+        if arch.vector_unit is not None:  # the vector unit's double-buffered operand buffer
+            self.levels["vector"] = SimpleNamespace(capacity_bytes=2 * arch.vector_unit.buffer_bytes, word_bits=64)
         for buf, spec in self.levels.items():
             self._cost(f"sram_{buf}_read_pj", self.sram_read_pj(spec.capacity_bytes, spec.word_bits),
                        "pJ/access", self.sram_src(spec.capacity_bytes, spec.word_bits, "read"))
@@ -262,6 +265,10 @@ class EnergyModel:
                 dec_cls = lookup("decoder", arch.decoder.kind)
                 actions.update(dec_cls.action_costs(self, arch.decoder, arch.codebook))
                 area.update(dec_cls.area_um2(self, arch.decoder, arch.codebook))
+        if arch.vector_unit is not None:
+            vu_cls = lookup("vector_unit", arch.vector_unit.kind)
+            actions.update(vu_cls.action_costs(self, arch.vector_unit))
+            area.update(vu_cls.area_um2(self, arch.vector_unit))
         self._actions = {}
         for name, (pj, where) in actions.items():
             self._cost(name, pj, "pJ/action", where)
@@ -270,7 +277,7 @@ class EnergyModel:
             area[f"sram_{buf}"] = (self.sram_area_um2(spec.capacity_bytes), "sram")
         self._area = {k: (v * self._area_scale, kind) for k, (v, kind) in area.items()}
         # energy components in a fixed order: memories, then each action's component, then static
-        comps = list(MEMORY_COMPONENTS) + [f"sram_{lv.name}" for lv in arch.memory.levels]
+        comps = list(MEMORY_COMPONENTS) + [f"sram_{name}" for name in self.levels if name not in BUFFERS]
         for name in actions:
             c = name.split(".", 1)[0]
             if c not in comps:

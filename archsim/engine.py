@@ -13,6 +13,7 @@ from __future__ import annotations
 
 
 import weakref
+from types import SimpleNamespace
 
 import simpy
 
@@ -51,9 +52,18 @@ class _Machine:
         self.levels = {lv.name: create("level", lv.kind, env, lv, source=src, field="memory.levels.kind")
                        for lv in arch.memory.levels}
         store = self._store if self.levels else self.writeback.execute
+        if arch.vector_unit is not None:
+            # the vector unit's operand buffer: room for two chunks (double buffered)
+            spec = SimpleNamespace(capacity_bytes=2 * arch.vector_unit.buffer_bytes, word_bits=64)
+            self.buffers["vector"] = create("buffer", "sram", env, spec, "vector")
         self.execute = {"load": self._load, "store": store, "compute": self.pe.execute,
                         "decode": self.decoder.execute if self.decoder else None,
-                        "codebook_load": self.codebook.execute if self.codebook else None}
+                        "codebook_load": self.codebook.execute if self.codebook else None,
+                        "vector": self._vector}
+
+    @staticmethod
+    def _vector(env, node):
+        return env.timeout(node["cycles"])
 
     def _load(self, env, node):
         src = node.get("src")  # a tile read wholly from a shared level (archsim.allocator.Router)
@@ -239,10 +249,11 @@ def _run(graph, arch: ArchSpec, tl) -> Stats:
         ls.start_cycle = starts[li] or 0
         ls.end_cycle = max(ends[li], prev_end)
         ls.total_cycles = ls.end_cycle - prev_end
-        ls.compute_cycles = ls.busy_cycles.get("pe", 0)
+        ls.compute_cycles = ls.busy_cycles.get("pe", 0) + ls.busy_cycles.get("vector", 0)
         ls.stall_cycles = max(0, ls.total_cycles - ls.compute_cycles)
         ls.codebook_lookups = ls.actions.get("codebook.read", 0)
         prev_end = ls.end_cycle
     return Stats(arch=arch.name, layers=layers, total_cycles=int(env.now), dram_busy_cycles=m.dram.busy_cycles,
                  buffer_peak_bytes={k: b.peak_bytes for k, b in bufs.items()},
-                 buffer_end_bytes={k: b.level for k, b in bufs.items()}, tensors=plan.tensors)
+                 buffer_end_bytes={k: b.level for k, b in bufs.items()}, tensors=plan.tensors,
+                 unsimulated_ops=dict(graph.graph.get("unsimulated_ops", {})))

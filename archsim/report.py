@@ -188,6 +188,15 @@ def _layer_counters(ls) -> dict:
     return {"name": ls.name, **{c: dict(sorted(getattr(ls, c).items())) for c in _COUNTERS}}
 
 
+def _unsimulated_note(stats: Stats) -> list[str]:
+    ops = stats.unsimulated_ops
+    if not ops:
+        return []
+    listed = ", ".join(f"{k} x{v}" for k, v in sorted(ops.items(), key=lambda kv: -kv[1]))
+    return [f"{sum(ops.values())} non-GEMM operators not simulated (the architecture declares no vector_unit; "
+            f"they cost no time or energy here): {listed}"]
+
+
 def build_report(stats: Stats, arch: ArchSpec, energy_model: EnergyModel | None = None, *, workload: str = "",
                  weights: str = "", overrides=()) -> Report:
     em = energy_model if energy_model is not None else EnergyModel(arch)
@@ -220,6 +229,6 @@ def build_report(stats: Stats, arch: ArchSpec, energy_model: EnergyModel | None 
     return Report(arch=arch.name, clock_mhz=arch.clock_mhz, layers=rows, totals=totals, area_um2=em.area_um2(),
                   energy_table=em.table.path, arch_spec=arch.model_dump(mode="json"), unit_costs=em.unit_costs(),
                   static_power_mw=em.static_power_mw, static_power_mw_by_component=em.static_mw_by_component,
-                  notes=[em.scaling_note] if em.scaling_note else [],
+                  notes=([em.scaling_note] if em.scaling_note else []) + _unsimulated_note(stats),
                   workload=workload, weights=weights, overrides=list(overrides),
                   layer_counters=[_layer_counters(ls) for ls in stats.layers], tensors=stats.tensors)

@@ -52,6 +52,7 @@ class Stats:
     buffer_end_bytes: dict = field(default_factory=dict)  # bytes still held when the run ends (0 = all freed)
     events: int = 0
     tensors: list = field(default_factory=list)  # with shared levels: per tensor, where it lived and what it moved
+    unsimulated_ops: dict = field(default_factory=dict)  # non-GEMM operator class -> count, without a vector unit
 
     def to_dict(self) -> dict:
         return {"arch": self.arch, "total_cycles": self.total_cycles, "dram_busy_cycles": self.dram_busy_cycles,

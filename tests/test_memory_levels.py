@@ -151,3 +151,80 @@ def test_a_byte_counted_at_a_level_nobody_prices_is_an_error():
     ls.sram_read_bytes["l3"] = 64
     with pytest.raises(ArchsimError, match="no level"):
         em.layer_energy_pj(ls)
+
+
+# ------------------------------------------------------------ vector unit
+VECTOR = ["vector_unit={lanes: 32, fused: [relu, batchnorm]}"]
+
+
+def _rows(r, ops):
+    return [row for row in r.layers if row["op"] in ops]
+
+
+def test_without_a_vector_unit_the_report_says_what_was_not_simulated(resnet18):
+    r = simulate(resnet18, "sa32_ws")
+    assert any("47 non-GEMM operators not simulated" in n and "add x8" in n for n in r.notes)
+    assert len(r.layers) == 21
+
+
+def test_non_gemm_operators_run_on_the_vector_unit(resnet18):
+    base = simulate(resnet18, "sa32_ws")
+    r = simulate(resnet18, "sa32_ws", overrides=VECTOR)
+    assert not r.notes
+    adds = _rows(r, ("add",))
+    assert len(adds) == 8 and all(row["compute_cycles"] > 0 for row in adds)
+    # fused ReLU / BN: no cycle, but their lane-ops are priced
+    fused = [row for row in r.layers if row["loop_order"] == "fused into the write-back"]
+    assert {row["op"] for row in fused} == {"relu", "batchnorm"}
+    assert len(fused) == 20 + 9  # every BN, and each ReLU that follows one (not those after a residual add)
+    assert all(row["total_cycles"] == 0 and row["energy_vector_unit_pj"] > 0 for row in fused)
+    assert r.totals["total_cycles"] > base.totals["total_cycles"]
+    assert r.area_um2["vector_unit"] > 0
+
+
+def _norm_model(width: int, tokens: int):
+    import torch
+    from torch import nn
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(width, width)
+            self.norm = nn.LayerNorm(width)
+
+        def forward(self, x):
+            return torch.softmax(self.norm(self.fc(x)), dim=-1)
+
+    return trace(Block(), torch.zeros(1, tokens, width))
+
+
+@pytest.mark.parametrize("op", ["layernorm", "softmax"])
+def test_a_norm_or_softmax_costs_cycles_in_proportion_to_its_elements(op):
+    cycles = []
+    for tokens in (64, 256):
+        r = simulate(_norm_model(128, tokens), "sa32_ws", overrides=VECTOR)
+        (row,) = _rows(r, (op,))
+        cycles.append(row["compute_cycles"])
+    assert cycles[1] == pytest.approx(4 * cycles[0], rel=0.02)
+
+
+def test_a_transformer_s_non_gemm_share_is_in_the_report():
+    L = trace(zoo.build("deit_tiny"), zoo.default_input("deit_tiny"))
+    r = simulate(L, "sa32_ws", overrides=VECTOR)
+    vector = sum(row["compute_cycles"] for row in r.layers if row["macs"] == 0)
+    share = vector / r.totals["compute_cycles"]
+    assert 0.05 < share < 0.9
+    assert {"layernorm", "softmax", "gelu", "add"} <= {row["op"] for row in r.layers}
+
+
+def test_a_skip_tensor_that_does_not_fit_is_read_back_from_dram():
+    L = trace(zoo.build("resnet20"), zoo.default_input("resnet20"))
+    kept = simulate(L, "sa32_ws", overrides=VECTOR + global_level(1 << 20) + ["memory.retain_activations=true"])
+    tiny = simulate(L, "sa32_ws", overrides=VECTOR + global_level(20 << 10) + ["memory.retain_activations=true"])
+    add_kept = next(lc for lc in kept.layer_counters if lc["name"] == "add")
+    add_tiny = next(lc for lc in tiny.layer_counters if lc["name"] == "add")
+    assert add_kept["transfer_bytes"].get("dram->vector", 0) == 0
+    assert add_tiny["transfer_bytes"].get("dram->vector", 0) > 0
+    assert sum(_dram(tiny)) > sum(_dram(kept))
+    weights = sum(l.fmt.tile_bytes(l.n_weights) for l in L)
+    assert _dram(kept) == (weights + 3 * 32 * 32, 10)

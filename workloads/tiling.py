@@ -45,14 +45,14 @@ from collections import OrderedDict
 
 import networkx as nx
 
-from archsim.allocator import Router, allocate, layer_tensors
+from archsim.allocator import Router, allocate, op_tensors
 from archsim.config import ArchSpec
 from archsim.errors import ArchsimError
 from archsim.gc_pause import gc_paused
 from archsim.hw import registry
 from archsim.hw.compat import check_layers
 
-from .layer_spec import LayerSpec
+from .layer_spec import LayerSpec, VectorOp
 
 TileGraph = nx.DiGraph
 
@@ -386,12 +386,25 @@ def _tile(layers: list[LayerSpec], arch: ArchSpec) -> TileGraph:
     prev_decode_end = None
     summaries = []
     recordings: dict = {}
-    router, roles, alloc = None, [{}] * len(layers), None
+    # With a vector unit, the non-GEMM operators of the DAG run on it in
+    # program order between the layers; without one they are not simulated
+    # (the report says which and how many).
+    vu = registry.create("vector_unit", arch.vector_unit.kind, arch.vector_unit, source=arch.path,
+                         field="vector_unit.kind") if arch.vector_unit is not None else None
+    dag_ops = getattr(layers, "ops", None)
+    ops = list(dag_ops) if vu is not None and dag_ops else list(layers)
+    fused = {op.name for op in ops if isinstance(op, VectorOp) and op.after_gemm and op.op in arch.vector_unit.fused}
+    router, roles, alloc = None, [{}] * len(ops), None
     if arch.memory.levels:
-        candidates, roles = layer_tensors(layers, arch)
-        alloc = allocate(candidates, len(layers), arch)
+        candidates, roles = op_tensors(ops, arch, layers, fused)
+        alloc = allocate(candidates, len(ops), arch)
         router = Router(alloc)
-    for li, L in enumerate(layers):
+    for li, L in enumerate(ops):
+        if isinstance(L, VectorOp):
+            prev_store = _tile_vector_op(b, vu, L, li, prev_store, router, roles[li], L.name in fused,
+                                         arch.pe_array.act_bits)
+            summaries.append(_vector_summary(L, vu, L.name in fused))
+            continue
         t = LayerTiler(b, arch, pe, L, li, prev_store, decoder_cls, router, roles[li])
         _load_side_data(b, t, arch, prev_decode_end)
         first_node, first_edge, first_choice = len(b.nodes), len(b.edges), len(b.dram_choices)
@@ -418,7 +431,76 @@ def _tile(layers: list[LayerSpec], arch: ArchSpec) -> TileGraph:
     g.graph["dram_choices"] = b.dram_choices
     if alloc is not None:
         g.graph["allocation"] = alloc
+    if dag_ops and vu is None:
+        skipped: dict[str, int] = {}
+        for op in dag_ops:
+            if isinstance(op, VectorOp):
+                skipped[op.op] = skipped.get(op.op, 0) + 1
+        g.graph["unsimulated_ops"] = skipped
     return g
+
+
+def _vector_summary(op: VectorOp, vu, fused: bool) -> dict:
+    return {"name": op.name, "op": op.op, "M": op.elems, "N": 1, "K": op.window, "groups": 1, "macs": 0,
+            "n_weights": 0, "format": {"format": "vector"}, "weight_storage_bits": 0,
+            "lane_ops": vu.lane_ops(op.op, op.elems, op.window),
+            "loop_order": "fused into the write-back" if fused else f"vector unit, {vu.lanes} lanes"}
+
+
+def _tile_vector_op(b: _Builder, vu, op: VectorOp, li: int, prev_store, router, tensors: dict, fused: bool,
+                    act_bits: int):
+    """A non-GEMM operator on the vector unit: its inputs and output stream
+    through the unit's buffer in chunks (double buffered); each chunk is a
+    load per input, one compute and one store. A fused operator runs in the
+    PE array's write-back: no transfer, no cycle, only its lane-ops."""
+    lane_ops = vu.lane_ops(op.op, op.elems, op.window)
+    if fused:
+        b.push({"kind": "vector", "unit": "vector", "layer": li, "alloc": (), "free": (), "sram": (),
+                "bytes": 0, "actions": (("vector_unit.lane_op", lane_ops),), "cycles": 0, "macs": 0}, (prev_store,))
+        return prev_store
+    nbytes = lambda elems: max(1, -(-elems * act_bits // 8))
+    in_bytes = [nbytes(e) for e in op.in_elems]
+    extra = []  # an embedding gathers its rows of the table from DRAM
+    if op.op == "embedding":
+        extra = [nbytes(op.elems)]
+    out_bytes = nbytes(op.elems)
+    chunk = vu.spec.buffer_bytes
+    n = max(1, -(-(sum(in_bytes) + sum(extra) + out_bytes) // chunk))
+    part = lambda total, j: total * (j + 1) // n - total * j // n
+    first_dep, last_store = prev_store, prev_store
+    for j in range(n):
+        loads = []
+        for k, total in enumerate(in_bytes + extra):
+            nb = part(total, j)
+            if nb == 0:
+                continue
+            name = tensors.get(f"in{k}") if k < len(in_bytes) else None
+            if router is not None:
+                r = router.load(name, nb, "vector")
+                sram = (("vector", 0, nb),) + ((r.pop("level_sram"),) if "level_sram" in r else ())
+                v = b.add("load", "dma.vector", li, (first_dep,), buf="vector", alloc=(("vector", nb),),
+                          sram=sram, **r)
+            else:
+                v = b.add("load", "dma.vector", li, (first_dep,), bytes=nb, buf="vector", alloc=(("vector", nb),),
+                          sram=(("vector", 0, nb),))
+            first_dep = None
+            loads.append((v, nb))
+        onb = part(out_bytes, j)
+        work = part(lane_ops, j)
+        cp = b.push({"kind": "vector", "unit": "vector", "layer": li, "alloc": (("vector", onb),),
+                     "free": tuple(("vector", nb) for _, nb in loads),
+                     "sram": (("vector", sum(nb for _, nb in loads), onb),), "bytes": 0,
+                     "actions": (("vector_unit.lane_op", work),), "cycles": -(-work // vu.lanes), "macs": 0},
+                    [v for v, _ in loads] + ([first_dep] if not loads else []))
+        if router is not None:
+            r = router.store(tensors.get("output"), onb)
+            sram = (("vector", onb, 0),) + ((r.pop("level_sram"),) if "level_sram" in r else ())
+            r["moves"] = tuple(("vector" if a == "output" else a, d, x) for a, d, x in r["moves"])
+            last_store = b.add("store", "writeback", li, (cp,), buf="vector", free=(("vector", onb),), sram=sram, **r)
+        else:
+            last_store = b.add("store", "writeback", li, (cp,), bytes=onb, buf="vector", free=(("vector", onb),),
+                               sram=(("vector", onb, 0),))
+    return last_store
 
 
 # Top-level architecture fields no mapper reads (the DRAM channel only
