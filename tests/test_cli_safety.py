@@ -227,3 +227,19 @@ def test_explore_prints_numbers_as_run_does():
     line = format_metrics({"latency_cycles": 158912, "latency_ms": 0.158912, "energy_uj": 123.456,
                            "utilisation": 0.4567, "area_mm2": 1.5, "accuracy": None})
     assert "158,912 cycles" in line and "45.7%" in line and "0.159 ms" in line and "e+" not in line
+
+
+def test_a_profile_larger_than_the_data_set_is_capped_with_a_message(tmp_path, capsys, monkeypatch):
+    # before: --profile 100000 on the 60,000 training images printed nothing for minutes
+    import torch
+
+    import workloads.datasets as ds
+
+    images = torch.randn(12, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    monkeypatch.setattr(ds, "fashion_mnist_available", lambda: True)
+    monkeypatch.setattr(ds, "load_fashion_mnist", lambda split, **kw: (images, torch.zeros(12, dtype=torch.long)))
+    assert main(["run", "--model", "fmnist_cnn", "--arch", "pragmatic16", "--profile", "100000", "--no-plot", "-q",
+                 "--out", str(tmp_path)]) == 0
+    assert "--profile 100,000: Fashion-MNIST has 12 training images; profiling all 12" in capsys.readouterr().err
+    rep = json.loads((tmp_path / "fmnist_cnn_pragmatic16_profile12" / "report.json").read_text())
+    assert rep["workload"] == "fmnist_cnn (activation profile of 12 inputs)"
