@@ -232,6 +232,9 @@ def _set_dotted(d: dict, dotted: str, value, source: str):
     keys = dotted.split(".")
     cur = d
     for i, k in enumerate(keys[:-1]):
+        if isinstance(cur, list) and k.isdigit() and int(k) < len(cur):  # e.g. memory.levels.0.capacity_bytes
+            cur = cur[int(k)]
+            continue
         if not isinstance(cur, dict) or k not in cur or cur[k] is None:
             if isinstance(cur, dict) and cur.get(k) is None and i < len(keys) - 1:
                 cur[k] = {}
