@@ -19,8 +19,13 @@ from workloads.zoo import build, default_input
 
 
 @functools.lru_cache(maxsize=None)
+def built(name: str) -> nn.Module:
+    return build(name)
+
+
+@functools.lru_cache(maxsize=None)
 def traced(name: str, batch: int = 1) -> Workload:
-    return trace(build(name), default_input(name, batch))
+    return trace(built(name), default_input(name, batch))
 
 
 def by_name(w: Workload) -> dict:
@@ -80,8 +85,9 @@ def test_resnet18_layer_inputs_have_the_layers_element_counts(batch):
 
 
 def test_resnet18_element_counts_are_the_shape_products():
-    model, x = build("resnet18"), default_input("resnet18")
+    model, x = built("resnet18"), default_input("resnet18")
     shapes = {}  # an eager forward pass records every leaf module's first output shape
+
     def record(name):
         def hook(module, args, out):
             shapes.setdefault(name, tuple(out.shape))
@@ -142,6 +148,16 @@ def test_resnet18_views_alias_and_pools_have_windows():
     mp = ops["maxpool"]
     assert (mp.op, mp.window, mp.elems, mp.in_elems) == ("maxpool", 9, 64 * 56 * 56, (64 * 112 * 112,))
     assert ops["relu"].after_gemm and ops["bn1"].after_gemm and not mp.after_gemm
+
+
+def test_hand_built_layers_have_unknown_edges_and_ops_are_checked():
+    layer = LayerSpec(name="l", op="linear", M=1, N=2, K=3)
+    assert (layer.inputs, layer.output) == ((), "")  # the tiler chains such layers in program order
+    assert Workload([layer]) == [layer] and Workload([layer]).tensors == {}
+    with pytest.raises(ValueError):
+        VectorOp(name="v", op="cumsum", elems=4, inputs=("x",), in_elems=(4,), output="v")
+    with pytest.raises(ValueError):
+        VectorOp(name="v", op="add", elems=4, inputs=("x", "y"), in_elems=(4,), output="v")
 
 
 def test_workload_pickles_with_its_dag():
