@@ -154,6 +154,28 @@ def _plan(graph) -> _Plan:
     return plan
 
 
+def _deadlock(attrs, preds, finished, queues, bufs, layers) -> str:
+    """What each queue's next operation waits for when the simulation stops
+    with work left: an unfinished predecessor, or room in a full buffer."""
+    def what(v):
+        a = attrs[v]
+        return f"node {v} ({a['kind']} on {a['unit']}, layer {layers[a['layer']].name})"
+
+    waits = []
+    for unit, order in queues.items():
+        v = next((v for v in order if not finished[v]), None)
+        if v is None:
+            continue
+        pending = [p for p in preds[v] if not finished[p]]
+        if pending:
+            waits.append(f"{what(v)} waits for {what(pending[0])}")
+        else:
+            room = ", ".join(f"{nb} B in buffer {b} ({bufs[b].level} of {bufs[b].capacity} B held)"
+                             for b, nb in attrs[v]["alloc"] if nb > 0)
+            waits.append(f"{what(v)} waits for room: {room}")
+    return "simulation deadlocked; the next operation of each queue: " + "; ".join(waits)
+
+
 def _run(graph, arch: ArchSpec, tl) -> Stats:
     env = simpy.Environment()
     m = _Machine(env, arch)
@@ -234,10 +256,7 @@ def _run(graph, arch: ArchSpec, tl) -> Stats:
         env.process(unit_process(unit, order))
     env.run()
     if not all(finished):
-        stuck = next(v for v in range(n) if not finished[v])
-        a = attrs[stuck]
-        raise RuntimeError(f"simulation deadlocked at node {stuck} ({a['kind']} on {a['unit']}, "
-                           f"layer {layers[a['layer']].name})")
+        raise RuntimeError(_deadlock(attrs, preds, finished, queues, bufs, layers))
     for unit, (busy, wdata, wspace, seen) in per_unit.items():
         for li, ls in enumerate(layers):
             if seen[li]:
@@ -253,6 +272,11 @@ def _run(graph, arch: ArchSpec, tl) -> Stats:
         ls.stall_cycles = max(0, ls.total_cycles - ls.compute_cycles)
         ls.codebook_lookups = ls.actions.get("codebook.read", 0)
         prev_end = ls.end_cycle
+    alloc = graph.graph.get("allocation")
+    if tl is not None and alloc is not None:  # shared levels hold what the allocator placed, op by op
+        for level, occ in alloc.occupancy.items():
+            for li, ls in enumerate(layers):
+                tl.buffer_level(level, ls.start_cycle, occ[li])
     return Stats(arch=arch.name, layers=layers, total_cycles=int(env.now), dram_busy_cycles=m.dram.busy_cycles,
                  buffer_peak_bytes={k: b.peak_bytes for k, b in bufs.items()},
                  buffer_end_bytes={k: b.level for k, b in bufs.items()}, tensors=plan.tensors,

@@ -228,3 +228,27 @@ def test_a_skip_tensor_that_does_not_fit_is_read_back_from_dram():
     assert sum(_dram(tiny)) > sum(_dram(kept))
     weights = sum(l.fmt.tile_bytes(l.n_weights) for l in L)
     assert _dram(kept) == (weights + 3 * 32 * 32, 10)
+
+
+def test_a_deadlock_names_what_each_queue_waits_for():
+    from workloads.tiling import _Builder
+
+    b = _Builder()
+    b.add("load", "dma.weight", 0, bytes=40000, buf="weight", alloc=(("weight", 40000),))
+    b.add("load", "dma.weight", 0, bytes=40000, buf="weight", alloc=(("weight", 40000),))  # never fits
+    g = b.graph()
+    g.graph["layers"] = [{"name": "l0", "op": "conv", "macs": 0}]
+    with pytest.raises(RuntimeError, match=r"node 1 \(load on dma.weight, layer l0\) waits for room: "
+                                           r"40000 B in buffer weight \(40000 of 65536 B held\)"):
+        run(g, load_arch("sa32_ws"))
+
+
+def test_the_trace_has_an_occupancy_counter_per_shared_level(tmp_path):
+    import json
+
+    L = trace(zoo.build("resnet20"), zoo.default_input("resnet20"))
+    simulate(L, "sa32_ws", overrides=global_level(1 << 20) + ["memory.retain_activations=true"],
+             trace=tmp_path / "t.json")
+    events = json.loads((tmp_path / "t.json").read_text())["traceEvents"]
+    levels = [e["args"]["bytes"] for e in events if e.get("name") == "buffer global (bytes)"]
+    assert len(levels) == len(L) and max(levels) > 0
