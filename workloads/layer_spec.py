@@ -74,7 +74,9 @@ class LayerSpec:
 
 
 # Operator classes of the non-GEMM operators that do arithmetic: one name per
-# class, since a vector unit prices a class, not a torch function.
+# class, since a vector unit prices a class, not a torch function. 'rotary' is
+# named for LLM workloads; workloads.compile makes none yet (its mul/add/concat
+# pieces come out as those classes).
 VECTOR_OPS = ("add", "mul", "scale", "relu", "relu6", "gelu", "silu", "sigmoid", "tanh", "hardswish",
               "maxpool", "avgpool", "adaptive_avgpool", "batchnorm", "layernorm", "rmsnorm", "groupnorm",
               "softmax", "rotary", "embedding", "concat")
@@ -124,7 +126,7 @@ class Workload(list):
       inputs   network input tensor names
       outputs  network output tensor names
 
-    Slicing or copying it gives a plain list (the layers only)."""
+    w[:] and list(w) give a plain list of the layers (no DAG)."""
 
     def __init__(self, ops=(), tensors=None, inputs=(), outputs=()):
         self.ops = list(ops)
