@@ -188,6 +188,29 @@ def write_outputs(report: LLMReport, out_dir: Union[str, Path], plot: bool = Tru
     return ["llm_report.json"] + (["tpot.png"] if plot and report.context else [])
 
 
+def cli_run(args) -> int:
+    """`archsim run --model <LLM preset> [--prompt N] [--generate N] [--batch B]
+    [--weights FORMAT] [--kv FORMAT] [--arch A] [--set P=V] [--out DIR] [--no-plot]`:
+    print the report, write llm_report.json and tpot.png. --weights: a name
+    of workloads.formats.LLM_WEIGHT_FORMATS, or FORMAT[:k=v,...] as for CNNs."""
+    from workloads.formats import LLM_WEIGHT_FORMATS
+
+    from .cli import _parse_format, run_dir_name
+
+    weights = args.weights or "int8"
+    if weights not in LLM_WEIGHT_FORMATS:
+        weights = _parse_format(weights)
+    prompt = 512 if args.prompt is None else args.prompt
+    r = simulate_llm(args.model, args.arch, prompt=prompt, generate=args.generate, batch=args.batch,
+                     weights=weights, kv_format=args.kv, overrides=args.set)
+    print(r.describe())
+    extra = [f"p{prompt}", f"g{args.generate}", f"kv{args.kv}"] + ([f"batch{args.batch}"] if args.batch > 1 else [])
+    out = Path(args.out) / run_dir_name(r.model, r.arch, args.weights, args.set, extra)
+    wrote = write_outputs(r, out, plot=not args.no_plot)
+    print(f"\nwrote {out}/" + ", ".join(wrote))
+    return 0
+
+
 def is_llm(name: str) -> bool:
     """Is `name` an LLM preset (or its alias)?"""
     from workloads.zoo.llm import ALIASES, PRESETS

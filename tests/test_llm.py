@@ -207,3 +207,23 @@ def test_one_weight_format_for_every_linear():
     assert r.weights == "aqlm:k=256" and r.hardware_only
     bits = 4 * sum(fmt.storage_bits(o * i) for o, i in linear_shapes(preset("llama-tiny")).values())
     assert r.weight_storage_bytes == -(-(bits + fmt.storage_bits(1024 * 256)) // 8)
+
+
+def test_cli_run_writes_the_report(tmp_path, capsys):
+    import argparse
+    import json
+
+    from archsim.llm import cli_run
+
+    ns = dict(model="llama-tiny", arch=EDGE, prompt=8, generate=3, batch=1, weights="aqlm:k=16,d=8",
+              kv="int4", set=[], out=str(tmp_path), no_plot=False)
+    assert cli_run(argparse.Namespace(**ns)) == 0
+    out = capsys.readouterr().out
+    assert "TPOT" in out and "HARDWARE-ONLY" in out
+    (run_dir,) = tmp_path.iterdir()
+    rep = json.loads((run_dir / "llm_report.json").read_text())
+    assert rep["weights"].startswith("aqlm:k=16") and rep["kv_format"] == "int4"
+    assert (run_dir / "tpot.png").exists()
+    with pytest.raises(ArchsimError) as e:
+        cli_run(argparse.Namespace(**{**ns, "prompt": 0}))
+    assert e.value.field == "prompt"
