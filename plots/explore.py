@@ -135,12 +135,12 @@ def _parallel(ax, ok, axes: list[dict]):
     for x, a in enumerate(axes):
         ax.axvline(x, c="0.6", lw=0.8, zorder=0)
         best, worst = (lo, hi) if a["direction"] == "minimize" else (hi, lo)
-        ax.annotate(f"{best[a['key']]:.4g}", (x, 1), xytext=(0, 4), textcoords="offset points", ha="center",
-                    fontsize=7)
-        ax.annotate(f"{worst[a['key']]:.4g}", (x, 0), xytext=(0, -10), textcoords="offset points",
-                    ha="center", fontsize=7)
+        for y, v in ((1, best[a["key"]]), (0, worst[a["key"]])):  # the axis's real values at its ends
+            ax.annotate(f"{v:.4g}", (x, y), xytext=(-4, 0), textcoords="offset points", ha="right", va="center",
+                        fontsize=7, color="0.3")
     ax.set_xticks(range(len(axes)), [f"{a['label']}\n({_better(a)})" for a in axes], fontsize="small")
-    ax.set_ylim(-0.12, 1.12)
+    ax.set_xlim(-0.45, len(axes) - 0.6)
+    ax.set_ylim(-0.08, 1.08)
     ax.set_yticks([0, 1], ["worst", "best"])
     ax.set_ylabel("place in the study's range")
     ax.set_title(f"the front: {len(front)} designs (colour: method)", fontsize="medium")
