@@ -49,6 +49,7 @@ class Channel:
         self.row_hits = 0
         self.col_cmds = 0
         self.queued = 0  # commands in the per-bank queues
+        self.col_cycles: list[int] = []  # when each column command issued
         self.log = None  # list of (cycle, cmd, bank) when recording
 
     # ---- timing ------------------------------------------------------
@@ -124,17 +125,19 @@ class Channel:
         return None
 
     def refresh_command(self, clk: int):
-        """DRAMsim3 FinishRefresh: precharge the rank's first open bank, or
-        REF once every bank of it is ready."""
+        """DRAMsim3 FinishRefresh: precharge an open bank of the rank that
+        can be, or REF once every bank of it is ready."""
         rank = self.ref_ranks[0]
         per = self.t.banks
+        ready = 0
         for b in range(rank * per, rank * per + per):
             need = PRE if self.open_row[b] != -1 else REF
             if clk < self.nt[b][need]:
-                return None
+                continue
             if need == PRE:
                 return b, PRE
-        return rank, REF
+            ready += 1
+        return (rank, REF) if ready == per else None
 
     def issue(self, cmd: int, where: int, clk: int, qpos: int = -1, done=None):
         """Apply a command: bank state, timing, counters; a column command
@@ -163,6 +166,7 @@ class Channel:
             c = self.cmdq[bank].pop(qpos)
             self.queued -= 1
             self.col_cmds += 1
+            self.col_cycles.append(clk)
             if self.hits[bank]:
                 self.row_hits += 1
             self.hits[bank] += 1

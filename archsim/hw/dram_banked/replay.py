@@ -35,7 +35,7 @@ def expand(t: Timing, addr, nbytes: int):
     return [(max(addr, ln << t.shift), ln) for ln in range(first, last + 1)]
 
 
-def replay(spec, requests, record: bool = False, refresh: bool = True) -> dict:
+def replay(spec, requests, record: bool = False, refresh: bool = True, accept_per_cycle: int = 1) -> dict:
     """Run `requests` [(address, bytes, is_write, issue_cycle)] on the DRAM
     `spec` (a banked_dram YAML block, a spec or a preset name) and return:
     done_cycles (DRAM clock at which the last read's data has arrived and
@@ -46,8 +46,11 @@ def replay(spec, requests, record: bool = False, refresh: bool = True) -> dict:
     burst, from entering the controller to data back, DRAMsim3's
     `average_read_latency`), commands and energy_pj per command type.
 
-    Requests enter in list order, at most one burst a cycle (DRAMsim3's trace
-    front end), not before their issue_cycle, and wait while their queue is full.
+    Requests enter in list order, at most `accept_per_cycle` bursts a cycle
+    (1: DRAMsim3's trace front end), not before their issue_cycle, and wait
+    while their queue is full. `bus_fraction`: the data buses' busy share in the
+    middle half of the column commands (the streaming rate, without the
+    first access's latency and the last one's return).
     `record` adds `log`: per channel the (cycle, command, bank or rank)
     issued; `refresh=False` leaves refresh out (the component's calibration)."""
     t = timing_of(spec)
@@ -103,27 +106,30 @@ def replay(spec, requests, record: bool = False, refresh: bool = True) -> dict:
                         ch.issue(nc[2], nc[0], clk, nc[1], done)
             if ch.schedule_transaction():
                 acted = True
-        if head < n and lines[head][0] <= clk:
+        for _ in range(accept_per_cycle):
+            if head == n or lines[head][0] > clk:
+                break
             c0, w, key, ln, i = lines[head]
             chn, bank, row, col = t.decode(ln)
             ch = chans[chn]
             q = ch.wq if w else ch.rq
-            if len(q) < t.trans_queue_size:
-                head += 1
-                acted = True
-                tr = [w, bank, row, col, key, i, clk + 1]
-                if w:
-                    done(tr, clk + 1)  # posted
-                    if key not in ch.pending_wr:  # else merged with the queued write
-                        ch.pending_wr.add(key)
-                        q.append(tr)
-                elif key in ch.pending_wr:  # served from the write buffer
-                    done(tr, clk + 1)
-                else:
-                    waiting = ch.pending_rd.setdefault(key, [])
-                    waiting.append(tr)
-                    if len(waiting) == 1:
-                        q.append(tr)
+            if len(q) >= t.trans_queue_size:
+                break
+            head += 1
+            acted = True
+            tr = [w, bank, row, col, key, i, clk + 1]
+            if w:
+                done(tr, clk + 1)  # posted
+                if key not in ch.pending_wr:  # else merged with the queued write
+                    ch.pending_wr.add(key)
+                    q.append(tr)
+            elif key in ch.pending_wr:  # served from the write buffer
+                done(tr, clk + 1)
+            else:
+                waiting = ch.pending_rd.setdefault(key, [])
+                waiting.append(tr)
+                if len(waiting) == 1:
+                    q.append(tr)
         if acted:
             clk += 1
             continue
@@ -150,10 +156,21 @@ def replay(spec, requests, record: bool = False, refresh: bool = True) -> dict:
            "mean_read_latency": sum(read_lat) / len(read_lat) if read_lat else 0.0,
            "commands": counts, "energy_pj": energy, "bursts": n, "bytes": nbytes,
            "GBps": nbytes / (done_cycles * t.tCK_ns) if done_cycles else 0.0,
-           "bandwidth_fraction": nbytes / (done_cycles * t.peak_bytes_per_cycle()) if done_cycles else 0.0}
+           "bandwidth_fraction": nbytes / (done_cycles * t.peak_bytes_per_cycle()) if done_cycles else 0.0,
+           "bus_fraction": _bus_fraction(t, chans)}
     if record:
         out["log"] = [ch.log for ch in chans]
     return out
+
+
+def _bus_fraction(t, chans) -> float:
+    """Data-bus busy share over the middle half of the column commands (the
+    steady stream, without its start and its tail)."""
+    cyc = sorted(c for ch in chans for c in ch.col_cycles)
+    lo, hi = len(cyc) // 4, 3 * len(cyc) // 4
+    if hi - lo < 2 or cyc[hi] == cyc[lo]:
+        return 0.0
+    return (hi - lo) * t.burst / ((cyc[hi] - cyc[lo]) * t.channels)
 
 
 __all__ = ["replay", "expand", "timing_of", "ACT", "RD", "WR", "PRE", "REF"]

@@ -96,6 +96,23 @@ class BankedDRAMSpec(ComponentSpec):
         t = self._r.timing
         return round((t["tRP"] + t["tRCD"] + t["CL"] + self._r.BL // 2) * self.ratio)
 
+    def energy_pj_per_bit_from_commands(self) -> tuple[float, str]:
+        """pJ per bit moved, from the command energies (IDD-based, as
+        DRAMsim3): a burst's RD or WR energy plus its share of an ACT (the
+        ACTs per burst of a sequential stream on the controller), read and
+        write averaged. Refresh and standby energy depend on time, not on
+        bits: the component's stats() counts them."""
+        from .component import calibrate
+        from .replay import timing_of
+
+        t = timing_of(self)
+        e = t.command_energy_pj()
+        per_rd = e["rd"] + calibrate(self, 1, 0)[2] * e["act"]
+        per_wr = e["wr"] + calibrate(self, 0, 1)[2] * e["act"]
+        v = (per_rd + per_wr) / 2 / (t.line_bytes * 8)
+        return v, (f"banked_dram {self.preset}: (RD {e['rd']:.0f} | WR {e['wr']:.0f} pJ per {t.line_bytes}-byte burst "
+                   f"+ ACT {e['act']:.0f} pJ x ACTs per burst) / bits, IDD values of {self._r.source}")
+
 
 class _Resolved:
     pass
