@@ -228,7 +228,11 @@ class EnergyModel:
         # table), unless the architecture gives its own figure. Reads and
         # writes cost the same: the table has one number per DRAM type.
         # Not node-scaled: DRAM is a separate chip.
-        if arch.dram.energy_pj_per_bit is not None:
+        # A DRAM kind that prices its own commands (banked_dram) says its pJ/bit.
+        if hasattr(arch.dram, "energy_pj_per_bit_from_commands"):
+            v, where = arch.dram.energy_pj_per_bit_from_commands()
+            self._cost("dram_pj_per_bit", v, "pJ/bit", where, node_scaled=False)
+        elif arch.dram.energy_pj_per_bit is not None:
             self._cost("dram_pj_per_bit", arch.dram.energy_pj_per_bit, "pJ/bit",
                        f"architecture dram.energy_pj_per_bit ({arch.dram.source or 'no source given'})",
                        node_scaled=False)
@@ -333,7 +337,12 @@ class EnergyModel:
 
     def sram_area_um2(self, capacity_bytes: int) -> float:
         """CACTI area interpolated by capacity; the word width is not scaled
-        (same bit count; only the periphery changes)."""
+        (same bit count; only the periphery changes). Above the largest row a
+        memory is built of banks of that row: its area grows with capacity
+        (an access still costs one bank's energy)."""
+        largest, row = self.table.sram_rows()[-1]
+        if capacity_bytes > largest:
+            return self.table.area(row) * capacity_bytes / largest
         return self._sram(capacity_bytes, self.table.area)
 
     # -- small logic built from the table's gate rows --------------------------
