@@ -93,10 +93,11 @@ class PEKind:
         self.rows = spec.rows
         self.cols = spec.cols
         self._fold_cache: dict = {}  # (Fold, id(format)) -> (cycles, actions); formats outlive one tile()
-        if spec.fidelity == "rows" and type(self).execute is not PEKind.execute:
-            raise ArchsimError(f"fidelity: rows is not modelled for kind {spec.kind} (it has its own pipeline "
-                               "model); it covers the systolic and bit-serial kinds",
-                               file=getattr(arch, "path", None), field="pe_array.fidelity")
+        # a kind runs on the rows only if it says what its rows do per step (fold_lanes)
+        if spec.fidelity == "rows" and (getattr(self, "fold_lanes", None) is None
+                                        or type(self).execute is not PEKind.execute):
+            raise ArchsimError(f"fidelity: rows is not modelled for kind {spec.kind}; it covers the systolic "
+                               "and bit-serial kinds", file=getattr(arch, "path", None), field="pe_array.fidelity")
 
     # -- weight formats ------------------------------------------------------------
     weight_formats: dict[str, str] = {"dense": "MACs on the stored weights"}
