@@ -224,12 +224,14 @@ def test_each_kind_runs_end_to_end_from_its_yaml_and_conserves_macs_and_bytes(na
     for li, L in enumerate(layers):
         assert sum(d["macs"] for _, d in g.nodes(data=True) if d["layer"] == li and d["kind"] == "compute") == L.macs
     # bytes: the same nest moves the same bytes as the dense systolic kind of the same size
+    # (which refuses SWIS weights, archsim.hw.compat: those are checked below)
     ref = load_arch_dict({**yaml.safe_load((ARCH_DIR / f"{name}.yaml").read_text()),
                           "pe_array": {"kind": "systolic", "rows": arch.pe_array.rows, "cols": arch.pe_array.cols,
                                        "psum_overflow": arch.pe_array.psum_overflow}})
-    ref_stats = run(tile(layers, ref), ref)
-    for a, b in zip(stats.layers, ref_stats.layers):
-        assert (a.dram_read_bytes, a.dram_write_bytes) == (b.dram_read_bytes, b.dram_write_bytes)
+    if formats is None:
+        ref_stats = run(tile(layers, ref), ref)
+        for a, b in zip(stats.layers, ref_stats.layers):
+            assert (a.dram_read_bytes, a.dram_write_bytes) == (b.dram_read_bytes, b.dram_write_bytes)
     # SWIS: weights move at the format's bits
     if name == "swis16_ws":
         for a, L in zip(stats.layers, layers):
