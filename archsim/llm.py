@@ -86,6 +86,9 @@ class _Seg:
     codebook_bytes: float = 0.0    # of which codebooks
     kv_bytes: float = 0.0
     act_bytes: float = 0.0
+    codebook_load_cycles: float = 0.0  # the codebook DMA queue busy (loads of codebooks)
+    decoder_wait_cycles: float = 0.0   # the decoder waiting for its inputs (codebook or index tile)
+    pe_wait_cycles: float = 0.0        # the PE array waiting for its inputs
 
     def __add__(self, o):
         return _Seg(*(a + b for a, b in zip(self._t(), o._t())))
@@ -94,7 +97,8 @@ class _Seg:
         return _Seg(*(a * k for a in self._t()))
 
     def _t(self):
-        return (self.cycles, self.energy_pj, self.weight_bytes, self.codebook_bytes, self.kv_bytes, self.act_bytes)
+        return (self.cycles, self.energy_pj, self.weight_bytes, self.codebook_bytes, self.kv_bytes, self.act_bytes,
+                self.codebook_load_cycles, self.decoder_wait_cycles, self.pe_wait_cycles)
 
     @property
     def dram_bytes(self):
@@ -118,6 +122,7 @@ class LLMReport:
     prefill_energy_uj: float
     energy_per_token_uj: Optional[float]
     dram_bytes_per_token: dict        # decode, per generated token: weights / codebook (of weights) / kv / activations
+    stall_ms_per_token: dict          # decode, per step: codebook loading, decoder and PE array waiting for inputs
     prefill_dram_bytes: dict
     weight_storage_bytes: int
     context: list = field(default_factory=list)        # context length of each decode step
@@ -141,6 +146,9 @@ class LLMReport:
             lines.append(f"  DRAM bytes/token: weights {b['weights'] / 1e6:.2f} MB (codebooks "
                          f"{b['codebook'] / 1e6:.2f} MB), KV {b['kv'] / 1e6:.3f} MB, activations "
                          f"{b['activations'] / 1e6:.3f} MB")
+            st = self.stall_ms_per_token
+            lines.append(f"  per decode step: codebook loads {st['codebook_load']:.3f} ms, decoder waiting "
+                         f"{st['decoder_waiting']:.3f} ms, PE array waiting for data {st['pe_waiting']:.3f} ms")
         lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
 
@@ -276,6 +284,9 @@ def _seg_of(report, arch: ArchSpec, kv_layers: bool) -> _Seg:
     s = _Seg(cycles=report.totals["total_cycles"], energy_pj=report.totals["energy_total_pj"])
     for row, c in zip(report.layers, report.layer_counters):
         by = c["dram_read_by_buffer"]
+        s.codebook_load_cycles += c["busy_cycles"].get("dma.codebook", 0)
+        s.decoder_wait_cycles += c["wait_data_cycles"].get("decoder", 0)
+        s.pe_wait_cycles += c["wait_data_cycles"].get("pe", 0)
         if row["op"] == "matmul":
             # the second operand (K or V cache) goes to the weight buffer
             kv = by.get("weight", 0) if kv_layers else 0
@@ -470,6 +481,9 @@ def simulate_llm(model, arch: Union[str, Path, ArchSpec], prompt: int = 512, gen
                "kv": dec.kv_bytes / (nd * batch) if nd else 0.0,
                "activations": dec.act_bytes / (nd * batch) if nd else 0.0}
     tpot = sum(ms) / nd if nd else None
+    cyc_ms = 1 / (mhz * 1e3) / nd if nd else 0.0
+    stalls = {"codebook_load": dec.codebook_load_cycles * cyc_ms, "decoder_waiting": dec.decoder_wait_cycles * cyc_ms,
+              "pe_waiting": dec.pe_wait_cycles * cyc_ms}
     shapes = linear_shapes(cfg)
     storage = sum(fmts[n].storage_bits(o * i) for fmts in blocks for n, (o, i) in shapes.items())
     storage += head_fmt.storage_bits(cfg.vocab * cfg.dim)
@@ -494,7 +508,7 @@ def simulate_llm(model, arch: Union[str, Path, ArchSpec], prompt: int = 512, gen
         tokens_per_s=batch * 1e3 / tpot if tpot else None,
         prefill_energy_uj=prefill.energy_pj / 1e6,
         energy_per_token_uj=dec.energy_pj / (nd * batch) / 1e6 if nd else None,
-        dram_bytes_per_token=per_tok,
+        dram_bytes_per_token=per_tok, stall_ms_per_token=stalls,
         prefill_dram_bytes={"weights": prefill.weight_bytes, "codebook": prefill.codebook_bytes,
                             "kv": prefill.kv_bytes, "activations": prefill.act_bytes},
         weight_storage_bytes=math.ceil(storage / 8), context=ctx, ms_per_token=ms, sampled_context=sampled,

@@ -137,6 +137,15 @@ def test_codebook_traffic_is_every_layers_codebook_every_step():
     per_layer = sum(llm_weight_format("lcvq", o).side_bytes(o * i) for o, i in linear_shapes(cfg).values())
     head = llm_weight_format("lcvq", cfg.vocab).side_bytes(cfg.vocab * cfg.dim)
     assert r.dram_bytes_per_token["codebook"] == pytest.approx(cfg.n_layers * per_layer + head, rel=1e-9)
+    # ... and the stalls: every codebook load takes its bytes over the channel, and the decoder
+    # (then the PE array) waits for it: here a 1 MiB codebook per layer of 16-128 KiB of indices
+    arch = load_arch(EDGE)
+    load_ms = r.dram_bytes_per_token["codebook"] / (arch.dram.bandwidth_bytes_per_cycle * arch.clock_mhz * 1e3)
+    st = r.stall_ms_per_token
+    # (plus the DRAM latency of each load, and the channel shared with index tiles: measured +2.6%)
+    assert load_ms <= st["codebook_load"] <= 1.05 * load_ms
+    assert st["decoder_waiting"] > 0.9 * st["codebook_load"] and st["pe_waiting"] > 0.9 * st["codebook_load"]
+    assert run("aqlm-2x8").stall_ms_per_token["codebook_load"] < 0.05 * st["codebook_load"]
 
 
 def test_growth_prefill_quadratic_attention_linear_rest():
