@@ -41,6 +41,17 @@ class DRAMSpec(_Strict):
     source: str = ""
 
 
+def _dram_spec(value, clock_mhz: float):
+    """The `dram:` block is a plug-in: `kind: dram` (default) is DRAMSpec,
+    another kind brings its own Spec (e.g. banked_dram). A kind that maps
+    DRAM clocks to accelerator cycles (`bind_clock`) gets the architecture's
+    clock."""
+    spec = _plugin_spec("dram", "dram", DRAMSpec, "dram", value)
+    if hasattr(spec, "bind_clock"):
+        spec.bind_clock(clock_mhz)
+    return spec
+
+
 class BufferSpec(_Strict):
     kind: str = "sram"
     capacity_bytes: PositiveInt
@@ -159,7 +170,7 @@ class ArchSpec(_Strict):
     description: str = ""
     source: str = ""
     clock_mhz: float = Field(1000.0, gt=0)
-    dram: DRAMSpec
+    dram: SerializeAsAny[ComponentSpec]  # DRAMSpec, or the Spec of the class `kind` names
     buffers: BuffersSpec
     memory: MemorySpec = MemorySpec()
     vector_unit: Optional[VectorUnitSpec] = None
@@ -175,6 +186,11 @@ class ArchSpec(_Strict):
     @classmethod
     def _pe_kind(cls, v):
         return _plugin_spec("pe_array", "pe_array", PESpec, "systolic", v)
+
+    @field_validator("dram", mode="before")
+    @classmethod
+    def _dram_kind(cls, v, info):
+        return _dram_spec(v, info.data.get("clock_mhz", 1000.0))
 
     @field_validator("decoder", mode="before")
     @classmethod

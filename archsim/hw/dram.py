@@ -17,6 +17,15 @@ from .registry import register
 _EPS = 1e-6
 
 
+def replay(spec, requests, record: bool = False) -> dict:
+    """Requests [(address, bytes, is_write, issue_cycle)] on a banked DRAM
+    (`spec`: a banked_dram YAML block or a preset name), run alone; see
+    archsim.hw.dram_banked.replay."""
+    from .dram_banked.replay import replay as _replay
+
+    return _replay(spec, requests, record=record)
+
+
 @register("dram", "dram")
 class DRAMChannel:
     def __init__(self, env: simpy.Environment, spec):
@@ -32,13 +41,15 @@ class DRAMChannel:
         self.bytes_written = 0
         self.on_change = None  # called with the number of transfers in flight when it changes (timelines)
 
-    def read(self, nbytes: int) -> simpy.Event:
+    def read(self, nbytes: int, addr=None, stream=None) -> simpy.Event:
         """Event that fires when a read's data has arrived: the bus transfer,
-        then the access latency (one event, not a transfer and a timeout)."""
+        then the access latency (one event, not a transfer and a timeout).
+        `addr` and `stream` (where the bytes are, which DMA queue asks) do not
+        matter to a pipe; the banked kind (dram_banked/) uses them."""
         self.bytes_read += nbytes
         return self._start(nbytes, self.latency_cycles)
 
-    def transfer(self, nbytes: int, write: bool = False) -> simpy.Event:
+    def transfer(self, nbytes: int, write: bool = False, addr=None, stream=None) -> simpy.Event:
         """Event that fires when `nbytes` have crossed the bus."""
         if write:
             self.bytes_written += nbytes

@@ -13,4 +13,4 @@ class WriteBack:
         self.dram = dram
 
     def execute(self, env, node):
-        return self.dram.transfer(node["bytes"], write=True)
+        return self.dram.transfer(node["bytes"], write=True, addr=node.get("addr"), stream=node["unit"])
