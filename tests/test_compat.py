@@ -50,7 +50,7 @@ def test_tiling_runs_exactly_the_formats_the_table_allows(arch_name):
         if name not in allowed:
             with pytest.raises(ArchsimError) as e:
                 tile([L], arch)
-            assert "layer c" in e.value.message and e.value.field in ("pe_array.kind", "decoder")
+            assert "layer c" in e.value.message and e.value.field in ("pe_array.kind", "codebook", "decoder")
         else:
             try:
                 tile([L], arch)

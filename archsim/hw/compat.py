@@ -73,7 +73,8 @@ def check_layers(layers, arch, pe) -> None:
             continue
         seen.add(L.fmt)
         ok, why = verdict(L.fmt.name, arch.pe_array.kind, dec)
-        field = "pe_array.kind" if L.fmt.name not in pe.weight_formats else "decoder"
+        field = ("pe_array.kind" if L.fmt.name not in pe.weight_formats
+                 else "codebook" if arch.codebook is None else "decoder")  # the first block missing
         if ok:
             problem = pe.format_problem(L.fmt)
             if problem is None:
