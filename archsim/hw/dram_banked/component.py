@@ -91,12 +91,13 @@ class BankedDRAM:
         self.ratio = spec.ratio
         self.peak = t.peak_bytes_per_cycle() / self.ratio  # bytes per accelerator cycle
         self.latency_cycles = spec.latency_cycles
-        self._active: dict[simpy.Event, list] = {}  # event -> [bytes left, is_write, 1/eff, pattern]
-        self._delay: dict[simpy.Event, int] = {}
+        self._active: dict[simpy.Event, list] = {}  # event -> [bytes left, is_write, 1/eff, delay, start]
+        self._inv = 0.0  # sum of 1/eff over the transfers in flight
+        self._writes = 0  # write transfers in flight
+        self._mixes: dict = {}  # (reads, writes) in flight -> mix
         self._t_last = 0
         self._gen = 0
         self._rate = 0.0
-        self._issued: dict[simpy.Event, tuple] = {}  # read event -> (start cycle, bytes)
         self.busy_cycles = 0
         self.bytes_read = 0
         self.bytes_written = 0
@@ -117,65 +118,64 @@ class BankedDRAM:
     # ---- the interface the engine uses (as DRAMChannel) ------------------
     def read(self, nbytes: int, addr=None, stream=None) -> simpy.Event:
         self.bytes_read += nbytes
-        return self._start(nbytes, False, addr, stream, self.latency_cycles)
+        return self._start(nbytes, False, addr, self.latency_cycles)
 
     def transfer(self, nbytes: int, write: bool = False, addr=None, stream=None) -> simpy.Event:
+        """`stream` (the DMA queue) needs no state here: without an address,
+        each stream's transfers continue one another sequentially in a region
+        of its own, which is how calibrate() lays streams out."""
         if write:
             self.bytes_written += nbytes
         else:
             self.bytes_read += nbytes
-        return self._start(nbytes, write, addr, stream, 0)
+        return self._start(nbytes, write, addr, 0)
 
-    def _pattern(self, nbytes: int, addr, stream):
-        """The access pattern of a transfer: None (sequential) or (row bytes,
-        stride). Without an address, each stream gets its own region and a
-        sequential bump address, so its transfers continue one another and
-        streams meet as calibrate() lays them out."""
-        if addr is None:
-            return None
+    @staticmethod
+    def _pattern(addr):
+        """The access pattern of a transfer: None (sequential) or (row
+        bytes, stride) for a strided tile (base, row_bytes, stride, rows)."""
         if isinstance(addr, (tuple, list)):
             _, row, stride, rows = addr
             if rows > 1 and stride > row:
                 return (int(row), int(stride))
         return None
 
-    def _start(self, nbytes: int, write: bool, addr, stream, delay: int) -> simpy.Event:
+    def _start(self, nbytes: int, write: bool, addr, delay: int) -> simpy.Event:
         ev = self.env.event()
         if nbytes <= 0:
             self._finish(ev, delay)
             return ev
-        pattern = self._pattern(nbytes, addr, stream)
-        eff, _, acts = self._calibrated(int(not write), int(write), pattern)
+        eff, _, acts = self._calibrated(int(not write), int(write), None if addr is None else self._pattern(addr))
         bursts = -(-nbytes // self.t.line_bytes)
         self.bursts[write] += bursts
         self.acts += bursts * acts
         self._advance()
-        self._active[ev] = [float(nbytes), write, 1.0 / eff, pattern]
-        if delay:
-            self._delay[ev] = delay
-        if not write:
-            self._issued[ev] = self.env.now
+        inv = 1.0 / eff
+        self._active[ev] = [float(nbytes), write, inv, delay, self.env._now]
+        self._inv += inv
+        self._writes += write
         if self.on_change is not None:
             self.on_change(len(self._active))
         self._reschedule()
         return ev
 
     # ---- fluid sharing ---------------------------------------------------
-    def _mix(self) -> float:
+    def _mix(self, n: int) -> float:
         """Efficiency of the streams in flight interleaved over that of one
         stream (1 for a single transfer)."""
-        act = self._active.values()
-        if len(self._active) == 1:
-            return 1.0
-        nw = sum(1 for a in act if a[1])
-        nr = len(self._active) - nw
-        nr, nw = min(nr, 2), min(nw, 2)
-        both = self._calibrated(nr, nw)[0]
-        alone = self._calibrated(int(nr > 0), int(nr == 0))[0]
-        return both / alone  # above 1 where streams in other bank groups fill each other's gaps
+        nw = self._writes
+        key = (min(n - nw, 2), min(nw, 2))
+        m = self._mixes.get(key)
+        if m is None:
+            nr, nw = key
+            both = self._calibrated(nr, nw)[0]
+            alone = self._calibrated(int(nr > 0), int(nr == 0))[0]
+            # above 1 where streams in other bank groups fill each other's gaps
+            m = self._mixes[key] = both / alone if nr + nw > 1 else 1.0
+        return m
 
     def _advance(self):
-        now = self.env.now
+        now = self.env._now
         dt = now - self._t_last
         if dt > 0 and self._active:
             self.busy_cycles += dt
@@ -186,12 +186,12 @@ class BankedDRAM:
 
     def _reschedule(self):
         self._gen += 1
-        if not self._active:
+        n = len(self._active)
+        if not n:
             return
-        inv = sum(a[2] for a in self._active.values())
-        self._rate = self.peak * self._mix() / inv  # bytes per cycle, each transfer in flight
+        self._rate = rate = self.peak * self._mix(n) / self._inv  # bytes per cycle, each transfer in flight
         rem = min(a[0] for a in self._active.values())
-        dt = max(1, math.ceil(rem / self._rate - _EPS))
+        dt = max(1, math.ceil(rem / rate - _EPS))
         self.env.timeout(dt, self._gen).callbacks.append(self._on_timer)
 
     def _on_timer(self, timer: simpy.Event):
@@ -199,15 +199,20 @@ class BankedDRAM:
             return
         self._advance()
         n = len(self._active)
+        tol = _EPS * max(1.0, self._rate)
+        now = self.env._now
         for ev, a in list(self._active.items()):
-            if a[0] <= _EPS * max(1.0, self._rate):
+            if a[0] <= tol:
                 del self._active[ev]
-                delay = self._delay.pop(ev, 0)
-                t0 = self._issued.pop(ev, None)
-                if t0 is not None:
-                    self.read_latency_sum += self.env.now + delay - t0
+                self._inv -= a[2]
+                if a[1]:
+                    self._writes -= 1
+                else:
+                    self.read_latency_sum += now + a[3] - a[4]
                     self.reads_done += 1
-                self._finish(ev, delay)
+                self._finish(ev, a[3])
+        if not self._active:
+            self._inv = 0.0  # no drift from the float sums
         if self.on_change is not None and len(self._active) != n:
             self.on_change(len(self._active))
         self._reschedule()
