@@ -487,14 +487,15 @@ def cmd_explore(args) -> int:
                    f"{err or format_metrics(metrics)}")
         pbar.update(1)
 
+    interrupted = False
     try:
         ostudy = explore(study, args.out, executor, on_point=on_point)
     except KeyboardInterrupt:
-        executor.close(interrupted=True)
+        interrupted = True  # cut the running points off instead of waiting for them
         raise
     finally:
         pbar.close()
-    executor.close()
+        executor.close(interrupted=interrupted)
     df = results_dataframe(ostudy)
     front = pareto_rows(df, study.objectives)
     print(f"{len(df)} points, {int(df['feasible'].sum()) if len(df) else 0} feasible; Pareto front:")
