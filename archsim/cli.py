@@ -389,12 +389,13 @@ def _is_study(name_or_path: str) -> bool:
     or a built-in study's name, rather than an architecture."""
     import yaml
 
+    from archsim.config import ARCH_DIR
     from archsim.study import study_names
 
     p = Path(name_or_path)
     if not p.is_file():
         return any(n.startswith(str(name_or_path)) for n in study_names()) and \
-            not (Path(__file__).parent / "arch_configs" / f"{name_or_path}.yaml").is_file()
+            not (ARCH_DIR / f"{name_or_path}.yaml").is_file()
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
