@@ -417,7 +417,8 @@ def cmd_validate(args) -> int:
         return 0
     arch = load_arch(args.file, args.set)
     pe = arch.pe_array
-    print(f"{args.file}: ok ({arch.name}: {pe.rows}x{pe.cols} {pe.kind} {getattr(pe, 'dataflow', '')})".rstrip())
+    what = f"{pe.rows}x{pe.cols} {pe.kind} {getattr(pe, 'dataflow', '')}".rstrip()
+    print(f"{args.file}: ok ({arch.name}: {what})")
     return 0
 
 
