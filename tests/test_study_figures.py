@@ -68,7 +68,8 @@ def test_html_report_shows_each_points_parameters_on_hover(finished, tmp_path, c
 
 
 def test_the_study_database_opens_in_optuna_dashboard(finished):
-    optuna_dashboard = pytest.importorskip("optuna_dashboard")
+    import optuna_dashboard  # in the test extra: `optuna-dashboard DB` serves the same app
+
     study, d, df = finished
     app = optuna_dashboard.wsgi(f"sqlite:///{d / 'out' / 'figs.db'}")
     env = {"PATH_INFO": "/api/studies", "REQUEST_METHOD": "GET", "wsgi.input": BytesIO()}
