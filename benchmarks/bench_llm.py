@@ -66,7 +66,8 @@ def main():
               f"{s['peak_rss_mb']:.0f} MB peak RSS")
 
     print(f"{'model':15s} {'arch':9s} {'weights':9s} {'GB stored':>9s} {'TTFT ms':>9s} {'TPOT ms':>9s} "
-          f"{'tok/s':>7s} {'mJ/tok':>7s} {'W MB/tok':>9s} {'CB MB/tok':>9s} {'KV MB/tok':>9s} {'act MB/tok':>10s}")
+          f"{'tok/s':>7s} {'mJ/tok':>7s} {'W MB/tok':>9s} {'CB MB/tok':>9s} {'KV MB/tok':>9s} {'act MB/tok':>10s} "
+          f"{'CB load ms':>10s} {'PE wait ms':>10s}")
     for model in models:
         for arch in ARCHS:
             reports = []
@@ -77,12 +78,14 @@ def main():
                 b = r.dram_bytes_per_token
                 row = dict(r.headline(), weight_storage_gb=r.weight_storage_bytes / 1e9, ttft_ms=r.ttft_ms,
                            sim_wall_s=r.sim_wall_s, sampled_context=r.sampled_context,
-                           prefill_energy_uj=r.prefill_energy_uj)
+                           prefill_energy_uj=r.prefill_energy_uj, prefill_dram_bytes=r.prefill_dram_bytes,
+                           stall_ms_per_token=r.stall_ms_per_token)
                 results["runs"].append(row)
                 print(f"{model:15s} {arch:9s} {w:9s} {r.weight_storage_bytes / 1e9:9.3f} {r.ttft_ms:9.1f} "
                       f"{r.tpot_ms:9.2f} {r.tokens_per_s:7.2f} {r.energy_per_token_uj / 1e3:7.1f} "
                       f"{b['weights'] / 1e6:9.1f} {b['codebook'] / 1e6:9.1f} {b['kv'] / 1e6:9.2f} "
-                      f"{b['activations'] / 1e6:10.3f}")
+                      f"{b['activations'] / 1e6:10.3f} {r.stall_ms_per_token['codebook_load']:10.2f} "
+                      f"{r.stall_ms_per_token['pe_waiting']:10.2f}")
             plot_tpot(reports, out / f"llm_tpot_{model}_{arch}.png")
 
     fast = simulate_llm("llama-tiny", ROOT / "arch_configs" / "llm_edge.yaml", prompt=64, generate=32)
