@@ -12,7 +12,9 @@ Each model runs in a fresh process so that peak RSS is its own. `peak MB`
 is the whole process (importing torch alone is about 220 MB, the traced
 model about 125 MB more for ResNet-18); `sim MB` is what simulate() added.
 simulate s = tile + run + energy + report, best of --repeat, model pre-traced.
-Usage: python benchmarks/bench_simulate.py [--arch sa32_ws] [--repeat 3]
+Issue 18: `--dram` runs ResNet-18 with the pipe and with the banked DRAM
+side by side in one process; target: banked DDR4-3200 <= 1.5x the pipe.
+Usage: python benchmarks/bench_simulate.py [--arch sa32_ws] [--repeat 3] [--dram]
 """
 from __future__ import annotations
 
@@ -66,6 +68,54 @@ def measure(name: str, arch: str, repeat: int, batch: int = 1) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
+DRAM_CHILD = r"""
+import json, sys, time
+sys.path.insert(0, {root!r})
+import simpy
+from archsim.config import load_arch
+from archsim.engine import run
+from workloads import zoo
+from workloads.compile import trace
+from workloads.tiling import tile
+
+layers = trace(zoo.build("resnet18"), zoo.default_input("resnet18", batch=1))
+kinds = [("pipe", []), ("ddr4_3200", ["dram={{kind: banked_dram, preset: ddr4_3200}}"]),
+         ("lpddr4_2400", ["dram={{kind: banked_dram, preset: lpddr4_2400}}"])]
+archs = {{name: load_arch({arch!r}, ov) for name, ov in kinds}}
+graphs = {{name: tile(layers, a) for name, a in archs.items()}}
+first = {{}}
+for name, a in archs.items():  # first run: the banked kinds calibrate their rates here
+    t0 = time.perf_counter(); run(graphs[name], a); first[name] = time.perf_counter() - t0
+best = {{name: 1e9 for name in archs}}
+for _ in range({repeat}):  # interleaved, so load on the machine hits all alike
+    for name, a in archs.items():
+        t0 = time.perf_counter(); stats = run(graphs[name], a); best[name] = min(best[name], time.perf_counter() - t0)
+out = {{}}
+schedule = simpy.Environment.schedule
+for name, a in archs.items():
+    n = [0]
+    def counting(self, *args, **kw):
+        n[0] += 1
+        return schedule(self, *args, **kw)
+    simpy.Environment.schedule = counting
+    stats = run(graphs[name], a)
+    simpy.Environment.schedule = schedule
+    out[name] = dict(run_s=best[name], first_run_s=first[name], events=n[0], total_cycles=stats.total_cycles,
+                     nodes=graphs[name].number_of_nodes())
+print(json.dumps(out))
+"""
+
+
+def dram_compare(arch: str, repeat: int) -> dict:
+    """ResNet-18 with the pipe and the banked DRAM (DDR4-3200, LPDDR4-2400),
+    side by side in one process: run() wall time (best of `repeat`, runs
+    interleaved), the first run (which calibrates the banked rates), SimPy
+    events scheduled and simulated cycles."""
+    child = DRAM_CHILD.format(root=str(ROOT), arch=arch, repeat=repeat)
+    out = subprocess.run([sys.executable, "-c", child], check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--arch", default="sa32_ws")
@@ -73,7 +123,16 @@ def main():
     ap.add_argument("--models", default="resnet18,resnet50,mobilenetv2,deit_tiny")
     ap.add_argument("--scaling", action="store_true",
                     help="also ResNet-18 at batch 1, 2, 4, 8: time per node must stay flat")
+    ap.add_argument("--dram", action="store_true",
+                    help="only the banked DRAM check: ResNet-18 with the pipe and with banked DDR4-3200 / LPDDR4-2400")
     args = ap.parse_args()
+    if args.dram:
+        r = dram_compare(args.arch, args.repeat)
+        print(f"{'dram':12s} {'run s':>7s} {'first s':>8s} {'x pipe':>7s} {'events':>9s} {'+events':>8s} {'cycles':>10s}")
+        for name, v in r.items():
+            print(f"{name:12s} {v['run_s']:7.3f} {v['first_run_s']:8.3f} {v['run_s'] / r['pipe']['run_s']:7.2f} "
+                  f"{v['events']:9d} {v['events'] - r['pipe']['events']:+8d} {v['total_cycles']:10d}")
+        return
     print(f"{'model':12s} {'arch':8s} {'nodes':>7s} {'trace s':>8s} {'tile s':>7s} {'run s':>7s} "
           f"{'simulate s':>10s} {'us/node':>8s} {'peak MB':>8s} {'sim MB':>7s}")
     runs = [(name, 1) for name in args.models.split(",")]
