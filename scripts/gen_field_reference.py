@@ -117,18 +117,21 @@ def _table(model: type[BaseModel], prefix: str, nested: list) -> list[str]:
     return rows
 
 
-def _builtin_kinds(base: type[BaseModel]) -> list[tuple[str, type]]:
-    """(kind, class) of every built-in registered class whose Spec extends `base`."""
+def _builtin_kinds(block: str) -> list[tuple[str, type, type[BaseModel]]]:
+    """(kind, class, schema) of every built-in class registered for a plug-in
+    block; the registry's role is the block's name (pe_array, decoder, dram).
+    A class without a Spec of its own is read with the model of archsim.config
+    whose `kind` defaults to its name (e.g. DRAMSpec for kind: dram)."""
+    from archsim import config
     from archsim.hw import registry
 
-    registry.kinds("pe_array")  # imports every built-in module
-    out = []
-    for role in sorted(registry._REGISTRY):
-        for kind, cls in sorted(registry._REGISTRY[role].items()):
-            spec = getattr(cls, "Spec", None)
-            if spec is not None and issubclass(spec, base) and cls.__module__.startswith("archsim."):
-                out.append((kind, cls))
-    return out
+    registry.kinds(block)  # imports every built-in module
+    classes = {k: c for k, c in registry._REGISTRY.get(block, {}).items() if c.__module__.startswith("archsim.")}
+    if not any(hasattr(c, "Spec") for c in classes.values()):
+        return []  # not a plug-in block
+    by_kind = {m.model_fields["kind"].default: m for m in vars(config).values()
+               if isinstance(m, type) and issubclass(m, BaseModel) and "kind" in m.model_fields}
+    return [(k, c, getattr(c, "Spec", None) or by_kind[k]) for k, c in sorted(classes.items())]
 
 
 def _doc(obj) -> str:
@@ -148,7 +151,7 @@ def render() -> str:
         if field.description:
             lines += [_cell(field.description), ""]
         variants = _variants(field.annotation)
-        kinds = _builtin_kinds(model)
+        kinds = _builtin_kinds(path) if "." not in path else []
         if len(variants) > 1 and not kinds:
             for v in variants:
                 lines += [f"### `{path}`: {v.__name__}", "", _doc(v) or "", ""]
@@ -156,16 +159,19 @@ def render() -> str:
                 lines.append("")
             continue
         if kinds:
-            names = ", ".join(f"[`{k}`](#{path.replace('.', '')}-kind-{k})" for k, _ in kinds)
-            lines += [f"`kind` picks the class; built in: {names}. Fields common to every kind:", ""]
-        lines += _table(model, f"{path}.", queue)
-        for kind, cls in kinds:
+            names = ", ".join(f"[`{k}`](#{path.replace('.', '')}-kind-{k})" for k, _, _ in kinds)
+            lines += [f"`kind` picks the class; built in: {names}."]
+            if model.model_fields:
+                lines[-1] += " Fields common to every kind:"
+        if model.model_fields:
+            lines += [""] + _table(model, f"{path}.", queue)
+        for kind, cls, spec in kinds:
             lines += ["", f"### `{path}` kind: `{kind}`", f'<a id="{path.replace(".", "")}-kind-{kind}"></a>', ""]
             if _doc(cls) or _doc(sys.modules[cls.__module__]):
                 lines += [_doc(cls) or _doc(sys.modules[cls.__module__]), ""]
-            lines += [f"Class `{cls.__module__}.{cls.__name__}`, schema `{cls.Spec.__name__}`; "
+            lines += [f"Class `{cls.__module__}.{cls.__name__}`, schema `{spec.__name__}`; "
                       "every field of the block with this kind:", ""]
-            lines += _table(cls.Spec, f"{path}.", [])
+            lines += _table(spec, f"{path}.", [])
     return "\n".join(lines).rstrip() + "\n"
 
 
