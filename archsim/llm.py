@@ -279,7 +279,7 @@ def _check_inputs(arch: ArchSpec, prompt, generate, batch, kv: KVFormat, cfg):
 
 # -- simulation -----------------------------------------------------------------
 
-def _seg_of(report, arch: ArchSpec, kv_layers: bool) -> _Seg:
+def _seg_of(report, kv_layers: bool) -> _Seg:
     """A Report's totals split by what the DRAM bytes were."""
     s = _Seg(cycles=report.totals["total_cycles"], energy_pj=report.totals["energy_total_pj"])
     for row, c in zip(report.layers, report.layer_counters):
@@ -314,7 +314,6 @@ class _Runner:
             arch.with_overrides([f"pe_array.act_bits={kv.bits}"])
         self._traced: dict = {}
         self._memo: dict = {}
-        self.sim_calls = 0
 
     def _block(self, tokens: int, fmts: dict) -> list:
         """One block traced for `tokens` new tokens on an empty cache."""
@@ -342,8 +341,7 @@ class _Runner:
     def _sim(self, layers, arch, kv_layers) -> _Seg:
         from .api import simulate
 
-        self.sim_calls += 1
-        return _seg_of(simulate(layers, arch), arch, kv_layers)
+        return _seg_of(simulate(layers, arch), kv_layers)
 
     def linears(self, tokens: int, blocks: list, head_fmt=None) -> _Seg:
         """The linears of `blocks` (a list of per-block formats) in one call, then the head."""

@@ -135,7 +135,7 @@ class Attention(nn.Module):
 
     def forward(self, x, past_k=None, past_v=None):
         c = self.cfg
-        b, t = x.shape[0], x.shape[1]
+        t = x.shape[1]
         hd, kvh, g = c.head_dim, c.n_kv_heads, c.group
         q = self.q_proj(x).unflatten(-1, (kvh, g, hd))          # b t kvh g hd
         k = self.k_proj(x).unflatten(-1, (kvh, hd))             # b t kvh hd
