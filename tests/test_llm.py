@@ -236,3 +236,15 @@ def test_cli_run_writes_the_report(tmp_path, capsys):
     with pytest.raises(ArchsimError) as e:
         cli_run(argparse.Namespace(**{**ns, "prompt": 0}))
     assert e.value.field == "prompt"
+
+
+@pytest.mark.parametrize("name, per_block", [("llama-tiny", 9), ("opt-tiny", 8)])
+def test_whole_meta_model_traces(name, per_block):
+    from workloads.compile import trace
+
+    m = build_llm(name, device="meta")
+    layers = trace(m, torch.zeros(2, 16, dtype=torch.long, device="meta"))
+    cfg = preset(name)
+    assert len(layers) == cfg.n_layers * per_block + 1 and layers[-1].name == "head.lm_head"
+    assert [L.op for L in layers].count("matmul") == 2 * cfg.n_layers
+    assert layers[-1].M == 2  # the head projects the last token of each sequence
