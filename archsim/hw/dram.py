@@ -17,13 +17,13 @@ from .registry import register
 _EPS = 1e-6
 
 
-def replay(spec, requests, record: bool = False) -> dict:
+def replay(spec, requests, **options) -> dict:
     """Requests [(address, bytes, is_write, issue_cycle)] on a banked DRAM
     (`spec`: a banked_dram YAML block or a preset name), run alone; see
-    archsim.hw.dram_banked.replay."""
+    archsim.hw.dram_banked.replay for the result and the options."""
     from .dram_banked.replay import replay as _replay
 
-    return _replay(spec, requests, record=record)
+    return _replay(spec, requests, **options)
 
 
 @register("dram", "dram")
