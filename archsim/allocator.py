@@ -214,7 +214,8 @@ def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def op_tensors(ops: list, arch: ArchSpec, workload=None, fused=frozenset()) -> tuple[list[TensorPlan], list[dict]]:
+def op_tensors(ops: list, arch: ArchSpec, workload=None, fused=frozenset(),
+               weight_reads: dict | None = None) -> tuple[list[TensorPlan], list[dict]]:
     """The candidate tensors of a run of operators (GEMM layers, and vector
     operators when the architecture runs them), in program order of first
     use, and per op the tensor each of its transfers moves: for a GEMM
@@ -228,7 +229,9 @@ def op_tensors(ops: list, arch: ArchSpec, workload=None, fused=frozenset()) -> t
     by name), adds no tensor: its output is its first input's tensor, and its
     other inputs are last used at the op it follows (where a fused write-back
     reads them). A plain list of layers is a chain: each reads the previous
-    one's output.
+    one's output. `weight_reads` ({op index: bytes its nest loads into the
+    weight buffer}, from a dry run of its mapper) leaves in DRAM the weights
+    a layer reads only once: keeping them would save no traffic.
     """
     act_bytes = lambda elems: _ceil_div(elems * arch.pe_array.act_bits, 8)
     acc_bits = getattr(arch.pe_array, "acc_bits", 32)
@@ -243,8 +246,10 @@ def op_tensors(ops: list, arch: ArchSpec, workload=None, fused=frozenset()) -> t
             first, last = span_all if arch.memory.pin_weights else (i, i)
             name = f"{L.name}:weights"
             roles[i]["weight"] = name
-            cands.append((first, 2, TensorPlan(name, "weights", max(1, L.fmt.tile_bytes(L.n_weights)), first, last,
-                                               from_dram=True)))
+            plan = TensorPlan(name, "weights", max(1, L.fmt.tile_bytes(L.n_weights)), first, last, from_dram=True)
+            if weight_reads is not None and weight_reads.get(i, 0) <= plan.bytes:
+                plan.keep, plan.reason = False, "read once by its layer's loop nest: keeping it saves no DRAM traffic"
+            cands.append((first, 2, plan))
         name = f"{L.name}:psums"
         roles[i]["psum"] = name
         cands.append((i, 1, TensorPlan(name, "psums", _ceil_div(L.groups * L.M * L.N * acc_bits, 8), i, i,

@@ -47,8 +47,22 @@ def test_a_level_that_holds_everything_leaves_only_weights_input_and_output_in_d
     network_input = 3 * 224 * 224
     assert _dram(r) == (weights + side + network_input, 1000)  # fc's 1000 logits
     moved = _moved(r)
-    assert moved["dram->global"] == weights + network_input
+    # each weight is read once by its layer's nest: it bypasses the level (staging it would save nothing)
+    assert moved["dram->global"] == network_input and moved["dram->weight"] == weights
     assert moved["output->dram"] == 1000
+    assert all(t["level"] == "dram" and "read once" in t["reason"] for t in r.tensors if t["role"] == "weights")
+
+
+def test_weights_a_nest_reads_again_are_kept_and_read_from_chip(resnet18):
+    small = ["buffers.weight.capacity_bytes=8192", "buffers.input.capacity_bytes=8192",
+             "buffers.output.capacity_bytes=4096"]
+    base = simulate(resnet18, "sa32_ws", overrides=small)
+    r = simulate(resnet18, "sa32_ws", overrides=small + global_level(1 << 30) + ["memory.retain_activations=true"])
+    weights = sum(L.fmt.tile_bytes(L.n_weights) for L in resnet18)
+    base_weight_reads = sum(lc["dram_read_by_buffer"].get("weight", 0) for lc in base.layer_counters)
+    assert base_weight_reads > weights  # the small buffers make nests re-read weights
+    assert _dram(r) == (weights + 3 * 224 * 224, 1000)
+    assert any(t["role"] == "weights" and t["level"] == "global" for t in r.tensors)
 
 
 def test_without_retention_the_traffic_is_todays(resnet18):

@@ -245,11 +245,13 @@ class _DryRun(LayerTiler):
         self.pe_cycles = 0
         self.dram_bytes = 0
         self.loads: dict[str, int] = {}  # DMA queue -> transfers (each waits out the DRAM latency)
+        self.read_bytes: dict[str, int] = {}  # buffer -> bytes loaded into it
 
     def load(self, buf, nbytes, deps=(), act_dep=False, unit=None):
         self.dram_bytes += nbytes
         unit = unit or f"dma.{buf}"
         self.loads[unit] = self.loads.get(unit, 0) + 1
+        self.read_bytes[buf] = self.read_bytes.get(buf, 0) + nbytes
         return 0
 
     def decode(self, deps, n_weights, read_bytes):
@@ -396,7 +398,10 @@ def _tile(layers: list[LayerSpec], arch: ArchSpec) -> TileGraph:
     fused = {op.name for op in ops if isinstance(op, VectorOp) and op.after_gemm and op.op in arch.vector_unit.fused}
     router, roles, alloc = None, [{}] * len(ops), None
     if arch.memory.levels:
-        candidates, roles = op_tensors(ops, arch, layers, fused)
+        weight_reads = None
+        if not arch.memory.pin_weights and any("weights" in lv.serves for lv in arch.memory.levels):
+            weight_reads = _weight_reads(ops, arch, pe, decoder_cls)
+        candidates, roles = op_tensors(ops, arch, layers, fused, weight_reads)
         alloc = allocate(candidates, len(ops), arch)
         router = Router(alloc)
     for li, L in enumerate(ops):
@@ -438,6 +443,23 @@ def _tile(layers: list[LayerSpec], arch: ArchSpec) -> TileGraph:
                 skipped[op.op] = skipped.get(op.op, 0) + 1
         g.graph["unsimulated_ops"] = skipped
     return g
+
+
+def _weight_reads(ops, arch: ArchSpec, pe, decoder_cls) -> dict[int, int]:
+    """{op index: bytes its loop nest loads into the weight buffer}, from a dry
+    run of each distinct layer's mapper (on a scratch graph): keeping a weight
+    tensor on chip helps only a layer that reads it more than once."""
+    scratch, seen, out = _Builder(), {}, {}
+    for i, L in enumerate(ops):
+        if isinstance(L, VectorOp) or L.op == "matmul":
+            continue
+        key = _layer_shape(L)
+        if key not in seen:
+            dry = _DryRun(LayerTiler(scratch, arch, pe, L, i, None, decoder_cls))
+            pe.map_layer(dry)
+            seen[key] = dry.read_bytes.get("weight", 0)
+        out[i] = seen[key]
+    return out
 
 
 def _vector_summary(op: VectorOp, vu, fused: bool) -> dict:
