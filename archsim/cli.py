@@ -572,13 +572,17 @@ def _positive_int(text: str) -> int:
     return n
 
 
-def build_parser() -> argparse.ArgumentParser:
+def version_line() -> str:
     from .version import COST_MODEL_VERSION, __version__
 
+    return f"archsim {__version__} (cost model {COST_MODEL_VERSION})"
+
+
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="archsim", description="Simulate DNN accelerators running compressed models.",
                                 epilog="`archsim COMMAND --help` for a command's options; `archsim list` for the "
                                        "built-in models, architectures, studies and weight formats.")
-    p.add_argument("--version", action="version", version=f"archsim {__version__} (cost model {COST_MODEL_VERSION})",
+    p.add_argument("--version", action="version", version=version_line(),
                    help="print archsim's version and its cost model's, and exit")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
@@ -686,6 +690,9 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv:
         parser.print_help()
+        return 0
+    if argv == ["--version"]:  # a return, not argparse's SystemExit: main() returns its exit code
+        print(version_line())
         return 0
     args = parser.parse_args(argv)
     if getattr(args, "cmd", None) == "sweep" and not args.arch:
