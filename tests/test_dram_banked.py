@@ -188,8 +188,10 @@ def test_closed_loop_contention():
     r = replay("ddr4_3200", [(i * 64, 64, False, 0) for i in range(1 << 14)])
     assert abs(one_mib[0] / d.ratio / r["done_cycles"] - 1) < 0.05
     s = d.stats()
-    assert 0.6 < s["bandwidth_fraction"] < 0.8 and s["row_hit_rate"] > 0.98
+    assert 0.6 < s["busy_bandwidth_fraction"] < 0.8 and s["row_hit_rate"] > 0.98
     assert s["commands"]["rd"] == 1 << 14 and s["energy_pj"]["rd"] > 0
+    assert s["mean_read_latency_cycles"] == one_mib[0]  # one read, issued at 0
+    assert d.stats(0, one_mib[0] - 1)["commands"]["rd"] == 0  # not done before its end
     # short rows of a strided tile are slower than the same bytes in sequence
     strided = _run(spec, [(1 << 16, False, 0, (0, 128, 1 << 16, 512))])[0][0]
     assert strided > alone

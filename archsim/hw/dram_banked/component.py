@@ -91,7 +91,8 @@ class BankedDRAM:
         self.ratio = spec.ratio
         self.peak = t.peak_bytes_per_cycle() / self.ratio  # bytes per accelerator cycle
         self.latency_cycles = spec.latency_cycles
-        self._active: dict[simpy.Event, list] = {}  # event -> [bytes left, is_write, 1/eff, delay, start]
+        # event -> [bytes left, is_write, 1/eff, delay, start, bytes, ACTs]
+        self._active: dict[simpy.Event, list] = {}
         self._inv = 0.0  # sum of 1/eff over the transfers in flight
         self._writes = 0  # write transfers in flight
         self._mixes: dict = {}  # (reads, writes) in flight -> mix
@@ -103,8 +104,7 @@ class BankedDRAM:
         self.bytes_written = 0
         self.acts = 0.0
         self.bursts = [0, 0]  # read, write
-        self.read_latency_sum = 0
-        self.reads_done = 0
+        self.done: list[tuple] = []  # per transfer: (end cycle, bytes, is_write, bursts, ACTs, latency)
         self.on_change = None
         self._known: dict = {}  # calibrate() results of this spec
 
@@ -151,7 +151,7 @@ class BankedDRAM:
         self.acts += bursts * acts
         self._advance()
         inv = 1.0 / eff
-        self._active[ev] = [float(nbytes), write, inv, delay, self.env._now]
+        self._active[ev] = [float(nbytes), write, inv, delay, self.env._now, nbytes, bursts * acts]
         self._inv += inv
         self._writes += write
         if self.on_change is not None:
@@ -205,11 +205,9 @@ class BankedDRAM:
             if a[0] <= tol:
                 del self._active[ev]
                 self._inv -= a[2]
-                if a[1]:
-                    self._writes -= 1
-                else:
-                    self.read_latency_sum += now + a[3] - a[4]
-                    self.reads_done += 1
+                self._writes -= a[1]
+                end = now + a[3]
+                self.done.append((end, a[5], a[1], -(-a[5] // self.t.line_bytes), a[6], end - a[4]))
                 self._finish(ev, a[3])
         if not self._active:
             self._inv = 0.0  # no drift from the float sums
@@ -222,23 +220,37 @@ class BankedDRAM:
         self.env.schedule(ev, NORMAL, delay)
 
     # ---- counters --------------------------------------------------------
-    def stats(self) -> dict:
-        """Row-hit rate, achieved bandwidth vs peak, mean read latency
-        (accelerator cycles, issue to data), command counts and their energy."""
+    def stats(self, start: float = 0, end: float | None = None) -> dict:
+        """Of the transfers done in [start, end) (accelerator cycles; default
+        the whole run), e.g. a layer's window: row-hit rate, bytes per cycle
+        and their share of the peak, mean read latency (issue to data),
+        command counts and their energy (refresh and standby over the window)."""
         t = self.t
-        rd, wr = self.bursts
-        cols = rd + wr
-        dram_clocks = self.env.now / self.ratio
+        end = self.env.now if end is None else end
+        rd = wr = moved = 0
+        acts = lat = reads = 0.0
+        for e_, nb, w, bursts, a, latency in self.done:
+            if start <= e_ < end or (e_ == end == self.env.now):
+                moved += nb
+                acts += a
+                if w:
+                    wr += bursts
+                else:
+                    rd += bursts
+                    lat += latency
+                    reads += 1
+        span = max(0.0, end - start)
+        dram_clocks = span / self.ratio
         refs = int(dram_clocks // t.refresh_interval) * t.channels
-        cmds = {"act": round(self.acts), "pre": round(self.acts), "rd": rd, "wr": wr, "ref": refs}
+        cmds = {"act": round(acts), "pre": round(acts), "rd": rd, "wr": wr, "ref": refs}
         e = t.command_energy_pj()
         energy = {k: cmds[k] * e[k] for k in cmds}
         energy["standby"] = dram_clocks * t.ranks * t.channels * e["standby_per_cycle"]
-        moved = self.bytes_read + self.bytes_written
         peak = t.peak_bytes_per_cycle() / self.ratio
-        return {"row_hit_rate": 1 - self.acts / cols if cols else 0.0,
-                "achieved_bytes_per_cycle": moved / self.busy_cycles if self.busy_cycles else 0.0,
-                "peak_bytes_per_cycle": peak,
-                "bandwidth_fraction": moved / (self.busy_cycles * peak) if self.busy_cycles else 0.0,
-                "mean_read_latency_cycles": self.read_latency_sum / self.reads_done if self.reads_done else 0.0,
+        bw = moved / span if span else 0.0
+        return {"row_hit_rate": 1 - acts / (rd + wr) if rd + wr else 0.0,
+                "bytes_per_cycle": bw, "peak_bytes_per_cycle": peak, "bandwidth_fraction": bw / peak,
+                "busy_bandwidth_fraction": (self.bytes_read + self.bytes_written) / (self.busy_cycles * peak)
+                if self.busy_cycles else 0.0,
+                "mean_read_latency_cycles": lat / reads if reads else 0.0,
                 "commands": cmds, "energy_pj": energy}
