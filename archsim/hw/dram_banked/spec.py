@@ -15,10 +15,11 @@ from typing import Literal, Optional
 import yaml
 from pydantic import Field, PrivateAttr, model_validator
 
+from ... import __file__ as _archsim_init
 from ...errors import ArchsimError
 from ..pe_kind import ComponentSpec
 
-PRESET_DIR = Path(__file__).resolve().parents[2] / "data" / "dram"
+PRESET_DIR = Path(_archsim_init).resolve().parent / "data" / "dram"  # package data
 TIMINGS = ("CL", "CWL", "tRCD", "tRP", "tRAS", "tRFC", "tREFI", "tRRD_S", "tRRD_L", "tWTR_S", "tWTR_L",
            "tFAW", "tWR", "tRTP", "tCCD_S", "tCCD_L", "tRTRS", "tPPD", "tRTW")
 MAY_BE_ZERO = ("tRTRS", "tPPD", "tRTW")  # tRTW 0: derived as RL + tBURST - WL + tRTRS (DRAMsim3)
