@@ -248,3 +248,14 @@ def test_whole_meta_model_traces(name, per_block):
     assert len(layers) == cfg.n_layers * per_block + 1 and layers[-1].name == "head.lm_head"
     assert [L.op for L in layers].count("matmul") == 2 * cfg.n_layers
     assert layers[-1].M == 2  # the head projects the last token of each sequence
+
+
+def test_blocks_in_different_formats_replay_per_distinct_block():
+    cfg = preset("llama-tiny")
+    w = {f"blocks.{i}.{n}": llm_weight_format("aqlm-2x8" if i in (0, 2) else "int4", o)
+         for i in range(cfg.n_layers) for n, (o, _) in linear_shapes(cfg).items()}
+    fast = simulate_llm("llama-tiny", EDGE, prompt=8, generate=4, weights=w, decode_samples=2)
+    full = simulate_llm("llama-tiny", EDGE, prompt=8, generate=4, weights=w, mode="full")
+    assert "2 distinct block(s)" in fast.notes[-1] and fast.weights == "compressed: aqlm,dense"
+    for f in ("ttft_ms", "tpot_ms", "energy_per_token_uj"):
+        assert getattr(fast, f) == pytest.approx(getattr(full, f), rel=0.01), f
