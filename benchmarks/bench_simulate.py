@@ -14,7 +14,10 @@ model about 125 MB more for ResNet-18); `sim MB` is what simulate() added.
 simulate s = tile + run + energy + report, best of --repeat, model pre-traced.
 Issue 18: `--dram` runs ResNet-18 with the pipe and with the banked DRAM
 side by side in one process; target: banked DDR4-3200 <= 1.5x the pipe.
-Usage: python benchmarks/bench_simulate.py [--arch sa32_ws] [--repeat 3] [--dram]
+`--baseline REV` measures a git revision (checked out into a temporary
+worktree) and this checkout model by model, interleaved, in one run: the
+before/after of a change on the same machine under the same load.
+Usage: python benchmarks/bench_simulate.py [--arch sa32_ws] [--repeat 3] [--dram] [--baseline REV]
 """
 from __future__ import annotations
 
@@ -31,7 +34,10 @@ import json, resource, sys, time
 sys.path.insert(0, {root!r})
 from archsim.api import simulate
 from archsim.config import load_arch
-from workloads.tiling import tile
+try:
+    from archsim.tiling import tile
+except ImportError:  # a baseline from before the tiler moved into archsim
+    from workloads.tiling import tile
 from archsim.engine import run
 
 name, arch_name, repeat, batch = {name!r}, {arch!r}, {repeat}, {batch}
@@ -61,8 +67,8 @@ print(json.dumps(dict(model=name, arch=arch_name, batch=batch, layers=len(layers
 """
 
 
-def measure(name: str, arch: str, repeat: int, batch: int = 1) -> dict:
-    child = CHILD.format(root=str(ROOT), name=name, arch=arch, repeat=repeat, batch=batch)
+def measure(name: str, arch: str, repeat: int, batch: int = 1, root: Path = ROOT) -> dict:
+    child = CHILD.format(root=str(root), name=name, arch=arch, repeat=repeat, batch=batch)
     out = subprocess.run([sys.executable, "-c", child],
                          check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
@@ -125,7 +131,10 @@ def main():
                     help="also ResNet-18 at batch 1, 2, 4, 8: time per node must stay flat")
     ap.add_argument("--dram", action="store_true",
                     help="only the banked DRAM check: ResNet-18 with the pipe and with banked DDR4-3200 / LPDDR4-2400")
+    ap.add_argument("--baseline", metavar="REV", help="also measure git revision REV, interleaved (before/after)")
     args = ap.parse_args()
+    if args.baseline:
+        return compare(args)
     if args.dram:
         r = dram_compare(args.arch, args.repeat)
         print(f"{'dram':12s} {'run s':>7s} {'first s':>8s} {'x pipe':>7s} {'events':>9s} {'+events':>8s} {'cycles':>10s}")
@@ -147,6 +156,25 @@ def main():
         print(f"{label:12s} {r['arch']:8s} {r['nodes']:7d} {r['trace_s']:8.2f} {r['tile_s']:7.2f} "
               f"{r['run_s']:7.2f} {r['simulate_s']:10.2f} {r['us_per_node']:8.1f} {r['peak_rss_mb']:8.0f} "
               f"{r['simulate_rss_mb']:7.0f}")
+
+
+def compare(args):
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp) / "baseline"
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(base), args.baseline],
+                       check=True)
+        try:
+            print(f"{'model':12s} {'':7s} {'nodes':>7s} {'tile s':>7s} {'run s':>7s} {'simulate s':>10s} "
+                  f"{'sim MB':>7s} {'cycles':>10s}")
+            for name in args.models.split(","):
+                for label, root in ((args.baseline[:7], base), ("this", ROOT)):
+                    r = measure(name, args.arch, args.repeat, 1, root)
+                    print(f"{name:12s} {label:7s} {r['nodes']:7d} {r['tile_s']:7.2f} {r['run_s']:7.2f} "
+                          f"{r['simulate_s']:10.2f} {r['simulate_rss_mb']:7.0f} {r['total_cycles']:10d}", flush=True)
+        finally:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base)], check=False)
 
 
 if __name__ == "__main__":
