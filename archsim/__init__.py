@@ -1,6 +1,6 @@
 """archsim: discrete-event simulation of DNN accelerators running compressed models."""
 from .config import ArchSpec, load_arch
-from .errors import ArchsimError
+from .ir.errors import ArchsimError
 from .version import COST_MODEL_VERSION, __version__
 
 __all__ = ["ArchSpec", "ArchsimError", "COST_MODEL_VERSION", "__version__", "load_arch", "simulate"]

@@ -8,7 +8,7 @@ from . import progress
 from .config import DEFAULT_ARCH, ArchSpec, load_arch
 from .energy import EnergyModel, EnergyTable
 from .engine import run
-from .errors import ArchsimError
+from .ir.errors import ArchsimError
 from .gc_pause import gc_paused
 from .report import Report, build_report
 
@@ -16,7 +16,7 @@ from .report import Report, build_report
 def to_layers(model_or_layers, example_input=None, formats=None) -> list:
     """Accepts a zoo model name, an nn.Module (with `example_input`), or a list
     of LayerSpecs, and returns the LayerSpecs."""
-    from workloads.layer_spec import LayerSpec
+    from archsim.ir.layer_spec import LayerSpec
 
     if isinstance(model_or_layers, str):
         from workloads import zoo
@@ -91,10 +91,10 @@ def simulate(model_or_layers, arch: Union[str, Path, ArchSpec] = DEFAULT_ARCH, *
     trace:           write a Chrome/Perfetto timeline here (archsim.timeline); `trace_layers` limits it
     workload, weights: what the report says was simulated (default: the zoo
                      name or class name, and the layers' weight formats)
-    tiles:           a workloads.tiling.TileCache, to reuse the tile graph of an
+    tiles:           a archsim.tiling.TileCache, to reuse the tile graph of an
                      earlier call that maps the layers the same way (sweeps)
     """
-    from workloads.tiling import tile
+    from archsim.tiling import tile
 
     overrides = list(overrides)
     if not isinstance(arch, ArchSpec):

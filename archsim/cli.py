@@ -11,7 +11,7 @@ import unicodedata
 from pathlib import Path
 
 from . import progress
-from .errors import ArchsimError
+from .ir.errors import ArchsimError
 from .sizing import MAX_FOLDS, fold_estimate  # noqa: F401  (their home is archsim.sizing)
 
 EXIT_USER_ERROR = 2
@@ -31,7 +31,7 @@ def compress_defaults(fmt_name: str) -> dict:
     import inspect
 
     from workloads.compression import METHODS
-    from workloads.formats import _all_formats
+    from archsim.ir.formats import _all_formats
 
     fn = METHODS.get(fmt_name)
     cls = next((c for c in _all_formats() if c.name == fmt_name), None)
@@ -44,11 +44,11 @@ def compress_defaults(fmt_name: str) -> dict:
 
 def weights_help() -> str:
     """The --weights help: every WeightFormat with its parameters and
-    defaults, read from the dataclasses in workloads/formats.py, where
+    defaults, read from the dataclasses in archsim/ir/formats.py, where
     compress() has its own default for a field, compress()'s."""
     import dataclasses
 
-    from workloads.formats import _all_formats
+    from archsim.ir.formats import _all_formats
 
     lines = []
     for cls in sorted({c.name: c for c in _all_formats()}.values(), key=lambda c: c.name):
@@ -104,7 +104,7 @@ def _parse_format(text: str):
     """'vq:k=256,d=16,codebook_bits=8' -> WeightFormat applied to every weight layer."""
     import yaml
 
-    from workloads.formats import format_from_dict
+    from archsim.ir.formats import format_from_dict
 
     name, _, params = text.partition(":")
     d = {"format": name.strip()}

@@ -12,7 +12,7 @@ import yaml
 from pydantic import (BaseModel, Field, PositiveInt, SerializeAsAny, ValidationError, field_validator,
                       model_validator)
 
-from .errors import ArchsimError
+from .ir.errors import ArchsimError
 from .hw.pe_kind import ComponentSpec, PESpec
 
 
@@ -416,7 +416,7 @@ def arch_dict_from_scalesim_cfg(path: Path) -> dict:
     sizes from the file; DRAM from the built-in default (SCALE-Sim's CALC mode
     has no DRAM channel to copy; USER mode's Bandwidth, in words per cycle,
     becomes bytes per cycle at 8-bit words)."""
-    from workloads.scalesim_import import read_scalesim_cfg
+    from .ir.scalesim_cfg import read_scalesim_cfg
 
     cfg = read_scalesim_cfg(path)
     data = yaml.safe_load(resolve_arch_path(DEFAULT_ARCH).read_text())

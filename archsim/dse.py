@@ -23,7 +23,7 @@ from typing import Callable, Iterable
 
 from . import progress
 from .config import load_arch, resolve_arch_path
-from .errors import ArchsimError
+from .ir.errors import ArchsimError
 from .version import COST_MODEL_VERSION, __version__
 
 OBJECTIVES = ("latency_ms", "energy_uj", "area_mm2")
@@ -66,7 +66,7 @@ def expand(archs: list[str], grid: dict[str, list]) -> list[tuple[str, tuple[str
     """Every (architecture, overrides) point of the cartesian product; fields
     no mapper reads (DRAM, clock, energy) vary fastest, so neighbouring
     points share a tile graph (TileCache)."""
-    from workloads.tiling import NOT_MAPPING
+    from archsim.tiling import NOT_MAPPING
 
     walk = sorted(grid, key=lambda k: (k.split(".", 1)[0] in NOT_MAPPING, k))
     keys = sorted(grid)  # each point's overrides, in name order
@@ -199,7 +199,7 @@ def _locked(out: Path):
 
 
 def _sweep(layers, archs, grid, out: Path, f, on_point, workload, weights, energy_table, on_reused):
-    from workloads.tiling import TileCache
+    from archsim.tiling import TileCache
 
     from .api import describe_weights, simulate
 

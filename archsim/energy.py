@@ -28,7 +28,7 @@ from types import SimpleNamespace
 from typing import Optional
 
 from .config import ArchSpec
-from .errors import ArchsimError
+from .ir.errors import ArchsimError
 
 DEFAULT_TABLE = Path(__file__).resolve().parent / "data" / "energy_45nm.csv"
 COLUMNS = ("entry", "unit", "value", "area_um2", "source", "note")

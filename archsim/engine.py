@@ -18,7 +18,7 @@ from types import SimpleNamespace
 import simpy
 
 from .config import ArchSpec
-from .errors import ArchsimError
+from .ir.errors import ArchsimError
 from .gc_pause import gc_paused
 from .hw.registry import create
 from .stats import LayerStats, Stats

@@ -30,9 +30,9 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Callable
 
-from .errors import ArchsimError
+from .ir.errors import ArchsimError
 from .study import OBJECTIVE_LABELS, OBJECTIVES, Study
-from workloads.tiling import NOT_MAPPING
+from archsim.tiling import NOT_MAPPING
 
 _RETRIES = 3
 
@@ -51,7 +51,7 @@ def evaluate_point(layers, arch_data: dict, arch_source: str, overrides: list[st
     from .energy import EnergyModel
     from .engine import run
     from .report import build_report
-    from workloads.tiling import TileCache
+    from archsim.tiling import TileCache
 
     global _TILES
     if _TILES is None:
@@ -296,7 +296,7 @@ class Workload:
 
     @staticmethod
     def resolve(data: dict) -> dict:
-        from workloads.formats import format_from_dict
+        from archsim.ir.formats import format_from_dict
 
         return {"formats": {k: format_from_dict(v) for k, v in data["formats"].items()},
                 "accuracy": data["accuracy"]}

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Optional, Union
 
 from .config import ArchSpec, load_arch
-from .errors import ArchsimError
+from .ir.errors import ArchsimError
 
 WEIGHT_BUFFERS = ("weight", "codebook", "side")
 
@@ -200,8 +200,8 @@ def cli_run(args) -> int:
     """`archsim run --model <LLM preset> [--prompt N] [--generate N] [--batch B]
     [--weights FORMAT] [--kv FORMAT] [--arch A] [--set P=V] [--out DIR] [--no-plot]`:
     print the report, write llm_report.json and tpot.png. --weights: a name
-    of workloads.formats.LLM_WEIGHT_FORMATS, or FORMAT[:k=v,...] as for CNNs."""
-    from workloads.formats import LLM_WEIGHT_FORMATS
+    of archsim.ir.formats.LLM_WEIGHT_FORMATS, or FORMAT[:k=v,...] as for CNNs."""
+    from archsim.ir.formats import LLM_WEIGHT_FORMATS
 
     from .cli import _parse_format, run_dir_name
 
@@ -230,7 +230,7 @@ def is_llm(name: str) -> bool:
 
 def _block_formats(cfg, model, weights) -> tuple[list, object, str, bool]:
     """(per-block {block-relative name: fmt}, head fmt, label, hardware_only)."""
-    from workloads.formats import WeightFormat, llm_weight_format
+    from archsim.ir.formats import WeightFormat, llm_weight_format
     from workloads.zoo.llm import linear_shapes
 
     shapes = linear_shapes(cfg)
@@ -249,7 +249,7 @@ def _block_formats(cfg, model, weights) -> tuple[list, object, str, bool]:
     if not isinstance(weights, dict) or not all(isinstance(f, WeightFormat) for f in weights.values()):
         raise ArchsimError("weights must be a format name or {module name: WeightFormat} "
                            "(e.g. compress(...).formats)", field="weights")
-    from workloads.formats import DenseFormat
+    from archsim.ir.formats import DenseFormat
 
     blocks = []
     for i in range(cfg.n_layers):
@@ -392,7 +392,7 @@ class _Runner:
 
 
 def _dense():
-    from workloads.formats import DenseFormat
+    from archsim.ir.formats import DenseFormat
 
     return DenseFormat(bits=8)
 
@@ -425,7 +425,7 @@ def simulate_llm(model, arch: Union[str, Path, ArchSpec], prompt: int = 512, gen
     model:     an LLM preset name ('llama2-7b', 'tinyllama-1.1b', ...) or a
                workloads.zoo.llm.DecoderLM (its config; its weights say
                whether the run is hardware-only)
-    weights:   a format name of workloads.formats.LLM_WEIGHT_FORMATS, the
+    weights:   a format name of archsim.ir.formats.LLM_WEIGHT_FORMATS, the
                same for every linear (hardware-only: built from parameters),
                a WeightFormat used as is for every linear, or
                {module name: WeightFormat} from compress() on the model

@@ -31,7 +31,7 @@ from typing import Callable
 
 from . import progress
 from .claims import Claim
-from .errors import ArchsimError
+from .ir.errors import ArchsimError
 
 TOLERANCE_POINTS = 1.0  # the operating-point rule: within this many top-1 points of FP32
 

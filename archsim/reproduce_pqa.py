@@ -165,7 +165,7 @@ def pqa(model_name: str = "resnet20", n_test: int = 2000, accuracy: bool = True)
                            for r in rep.layers + [rep.totals]]
     from .engine import run
     from .config import load_arch
-    from workloads.tiling import tile
+    from archsim.tiling import tile
 
     arch = load_arch("pqa")
     st = run(tile(layers_by_point["Ls=9,Np=16"], arch), arch)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from .errors import ArchsimError
+from .ir.errors import ArchsimError
 
 # Most PE-array folds one command may tile and simulate: every fold is at
 # least one SimPy event and a few TileGraph nodes (about 1 KiB each), so far

@@ -29,7 +29,7 @@ from typing import Literal, Optional, Union
 import yaml
 from pydantic import Field, NonNegativeInt, PositiveInt, ValidationError, field_validator, model_validator
 
-from .errors import ArchsimError
+from .ir.errors import ArchsimError
 from .hw.pe_kind import ComponentSpec
 
 OBJECTIVES = {  # name -> (metric key, direction)

@@ -27,9 +27,9 @@ sys.path.insert(0, str(ROOT))
 
 from archsim.config import load_arch  # noqa: E402
 from archsim.engine import run  # noqa: E402
-from workloads.formats import SWISFormat  # noqa: E402
+from archsim.ir.formats import SWISFormat  # noqa: E402
 from workloads.scalesim_import import read_topology  # noqa: E402
-from workloads.tiling import tile  # noqa: E402
+from archsim.tiling import tile  # noqa: E402
 
 TOPOLOGY = ROOT / "tests" / "data" / "scalesim" / "inputs" / "resnet18_sympad.csv"
 

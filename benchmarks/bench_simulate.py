@@ -82,7 +82,7 @@ from archsim.config import load_arch
 from archsim.engine import run
 from workloads import zoo
 from workloads.compile import trace
-from workloads.tiling import tile
+from archsim.tiling import tile
 
 layers = trace(zoo.build("resnet18"), zoo.default_input("resnet18", batch=1))
 kinds = [("pipe", []), ("ddr4_3200", ["dram={{kind: banked_dram, preset: ddr4_3200}}"]),

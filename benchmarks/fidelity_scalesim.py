@@ -16,7 +16,7 @@ sys.path.insert(0, str(ROOT))
 from archsim.config import load_arch  # noqa: E402
 from archsim.engine import run  # noqa: E402
 from workloads.scalesim_import import read_topology  # noqa: E402
-from workloads.tiling import tile  # noqa: E402
+from archsim.tiling import tile  # noqa: E402
 
 REF = ROOT / "tests" / "data" / "scalesim"
 

@@ -15,13 +15,13 @@ from archsim.cli import main
 from archsim.config import ARCH_DIR, load_arch, load_arch_dict
 from archsim.energy import EnergyModel
 from archsim.engine import run
-from archsim.errors import ArchsimError
+from archsim.ir.errors import ArchsimError
 from workloads.compile import trace
 from workloads.compression import compress
-from workloads.formats import DenseFormat, SWISFormat
-from workloads.layer_spec import LayerSpec
+from archsim.ir.formats import DenseFormat, SWISFormat
+from archsim.ir.layer_spec import LayerSpec
 from workloads.profile import ActProfile, attach_profiles, profile_activations
-from workloads.tiling import tile
+from archsim.tiling import tile
 
 R = C = 16
 FILL, DRAIN = 2 * R - 1, C - 1
@@ -108,7 +108,7 @@ def test_fewer_shared_bits_fewer_cycles_with_the_real_compression():
 
 
 def test_swis_format_group_n_round_trips_and_is_checked():
-    from workloads.formats import format_from_dict
+    from archsim.ir.formats import format_from_dict
     f = swis_fmt([1, 2, 3, 0])
     assert format_from_dict(f.describe()) == f and hash(f) == hash(swis_fmt([1, 2, 3, 0]))
     assert list(f.group_n_array()) == [1, 2, 3, 0]

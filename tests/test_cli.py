@@ -163,7 +163,7 @@ def test_every_argument_has_help_and_weights_help_lists_every_format():
     import dataclasses
 
     from archsim.cli import build_parser
-    from workloads.formats import _all_formats
+    from archsim.ir.formats import _all_formats
 
     parser = build_parser()
     subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
@@ -188,7 +188,7 @@ def test_every_argument_has_help_and_weights_help_lists_every_format():
 
 def test_list_shows_formats_and_compression_methods(capsys):
     from workloads.compression import METHODS
-    from workloads.formats import _all_formats
+    from archsim.ir.formats import _all_formats
 
     assert main(["list"]) == 0
     out = capsys.readouterr().out

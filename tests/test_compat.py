@@ -5,11 +5,11 @@ import pytest
 
 from archsim.cli import main
 from archsim.config import load_arch
-from archsim.errors import ArchsimError
+from archsim.ir.errors import ArchsimError
 from archsim.hw import compat, registry
-from workloads.formats import _all_formats
-from workloads.layer_spec import LayerSpec
-from workloads.tiling import tile
+from archsim.ir.formats import _all_formats
+from archsim.ir.layer_spec import LayerSpec
+from archsim.tiling import tile
 
 
 def _fmt(name):

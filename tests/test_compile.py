@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from archsim.errors import ArchsimError
+from archsim.ir.errors import ArchsimError
 from workloads.compile import trace
-from workloads.formats import DenseFormat, VQFormat
+from archsim.ir.formats import DenseFormat, VQFormat
 from workloads.zoo import build, default_input
 
 REFERENCE = Path(__file__).resolve().parent / "data"  # provenance: tests/data/scalesim/README.md

@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from archsim.errors import ArchsimError
+from archsim.ir.errors import ArchsimError
 from workloads.compression import METHODS, CompressionError, CompressionResult, compress
-from workloads.formats import WeightFormat, format_from_dict
+from archsim.ir.formats import WeightFormat, format_from_dict
 
 
 SMALL = {  # small settings so the suite stays fast

@@ -3,7 +3,7 @@ file and the field."""
 import pytest
 
 from archsim.config import ARCH_DIR, load_arch
-from archsim.errors import ArchsimError
+from archsim.ir.errors import ArchsimError
 
 GOOD = (ARCH_DIR / "sa32_ws.yaml").read_text()
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from archsim.config import load_arch
 from archsim.energy import EnergyModel
-from archsim.errors import ArchsimError
+from archsim.ir.errors import ArchsimError
 from archsim.hw.dram import replay
 from archsim.hw.dram_banked import BankedDRAM, BankedDRAMSpec
 from archsim.hw.dram_banked.controller import ACT, PRE, RD, REF, WR
@@ -218,7 +218,7 @@ def test_closed_form_follows_the_controller(preset):
 def test_network_runs_on_banked_dram():
     from archsim.engine import run
     from workloads.scalesim_import import read_topology
-    from workloads.tiling import tile
+    from archsim.tiling import tile
 
     layers = read_topology(Path(__file__).parent / "data" / "scalesim" / "inputs" / "resnet18_sympad.csv")[:3]
     pipe = load_arch("sa32_ws")

@@ -5,8 +5,8 @@ import pytest
 
 import archsim.api
 from archsim.dse import expand, load_done, pareto_front, parse_grid, sweep
-from archsim.errors import ArchsimError
-from workloads.layer_spec import LayerSpec
+from archsim.ir.errors import ArchsimError
+from archsim.ir.layer_spec import LayerSpec
 
 LAYERS = [LayerSpec("c1", "conv", M=196, N=64, K=576, in_elems=16 * 16 * 64),
           LayerSpec("fc", "linear", M=1, N=100, K=64)]
@@ -92,7 +92,7 @@ def test_results_of_other_inputs_are_never_reused(tmp_path, monkeypatch):
 
     import archsim.dse
     from archsim.energy import EnergyTable
-    from workloads.formats import DenseFormat
+    from archsim.ir.formats import DenseFormat
 
     out = tmp_path / "s.jsonl"
     grid = {"pe_array.rows": [16, 32]}

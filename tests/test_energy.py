@@ -9,11 +9,11 @@ import pytest
 from archsim.config import load_arch
 from archsim.energy import DEFAULT_TABLE, EnergyModel, EnergyTable, interp_loglog, node_scale
 from archsim.engine import run
-from archsim.errors import ArchsimError
+from archsim.ir.errors import ArchsimError
 from archsim.stats import LayerStats
-from workloads.formats import VQFormat
-from workloads.layer_spec import LayerSpec
-from workloads.tiling import tile
+from archsim.ir.formats import VQFormat
+from archsim.ir.layer_spec import LayerSpec
+from archsim.tiling import tile
 
 KB = 1024
 # rows of archsim/data/energy_45nm.csv, restated so a changed table fails loudly

@@ -7,10 +7,10 @@ import pytest
 
 from archsim.config import load_arch
 from archsim.engine import run
-from archsim.errors import ArchsimError
-from workloads.formats import DenseFormat, VQFormat
-from workloads.layer_spec import LayerSpec
-from workloads.tiling import tile
+from archsim.ir.errors import ArchsimError
+from archsim.ir.formats import DenseFormat, VQFormat
+from archsim.ir.layer_spec import LayerSpec
+from archsim.tiling import tile
 
 
 def conv(name="c", M=28 * 28, N=128, K=128 * 9, in_elems=30 * 30 * 128, fmt=None):

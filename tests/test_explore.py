@@ -14,7 +14,7 @@ import yaml
 from archsim.cli import main
 from archsim.config import load_arch
 from archsim.energy import EnergyTable
-from archsim.errors import ArchsimError
+from archsim.ir.errors import ArchsimError
 from archsim.explore import LocalExecutor, evaluate_point, evaluate_points, explore, results_dataframe
 from archsim.study import load_study
 from workloads.datasets import fashion_mnist_available

@@ -30,7 +30,7 @@ import pytest
 from archsim.config import load_arch
 from archsim.engine import run
 from workloads.scalesim_import import read_topology
-from workloads.tiling import tile
+from archsim.tiling import tile
 
 RUNS = {"ws": "sa32_ws_calc", "os": "sa32_os_calc"}
 

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from workloads.formats import (DenseFormat, MVQFormat, NMFormat, PQFormat, SSVQFormat, SWISFormat,
+from archsim.ir.formats import (DenseFormat, MVQFormat, NMFormat, PQFormat, SSVQFormat, SWISFormat,
                                TruncFormat, VQFormat, WeightFormat, _all_formats, format_from_dict,
                                nm_mask_bits_per_group)
 

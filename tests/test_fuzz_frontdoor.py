@@ -29,7 +29,7 @@ from hypothesis import example, given, strategies as st  # noqa: E402
 
 from archsim.cli import main  # noqa: E402
 from archsim.config import ARCH_DIR  # noqa: E402
-from archsim.errors import ArchsimError  # noqa: E402
+from archsim.ir.errors import ArchsimError  # noqa: E402
 
 BASE = yaml.safe_load((ARCH_DIR / "sa32_ws.yaml").read_text())
 COUNTS: Counter = Counter()

@@ -6,10 +6,10 @@ from functools import lru_cache
 import pytest
 import torch
 
-from archsim.errors import ArchsimError
+from archsim.ir.errors import ArchsimError
 from archsim.llm import KV_FORMATS, _Runner, simulate_llm
 from archsim.config import load_arch
-from workloads.formats import (AdditiveVQFormat, LargeCodebookVQFormat, format_from_dict, llm_weight_format)
+from archsim.ir.formats import (AdditiveVQFormat, LargeCodebookVQFormat, format_from_dict, llm_weight_format)
 from workloads.zoo.llm import PRESETS, DecoderLM, block_layers, build_llm, linear_shapes, preset
 
 EDGE = "arch_configs/llm_edge.yaml"

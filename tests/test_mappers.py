@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 
 from archsim.config import load_arch
-from archsim.errors import ArchsimError
+from archsim.ir.errors import ArchsimError
 from archsim.hw import registry
 from archsim.mappers.output_stationary import plan_output_stationary
 from archsim.mappers.stationary import plan_stationary
-from workloads.layer_spec import LayerSpec
-from workloads.tiling import LayerTiler, _Builder
+from archsim.ir.layer_spec import LayerSpec
+from archsim.tiling import LayerTiler, _Builder
 
 
 def _tiler(layer, overrides=()):

@@ -10,11 +10,11 @@ from archsim.api import simulate
 from archsim.config import load_arch
 from archsim.energy import EnergyModel
 from archsim.engine import run
-from archsim.errors import ArchsimError
+from archsim.ir.errors import ArchsimError
 from archsim.stats import LayerStats
 from workloads import zoo
 from workloads.compile import trace
-from workloads.tiling import tile
+from archsim.tiling import tile
 
 
 def global_level(capacity: int, serves=("weights", "activations", "psums"), **extra) -> list[str]:
@@ -245,7 +245,7 @@ def test_a_skip_tensor_that_does_not_fit_is_read_back_from_dram():
 
 
 def test_a_deadlock_names_what_each_queue_waits_for():
-    from workloads.tiling import _Builder
+    from archsim.tiling import _Builder
 
     b = _Builder()
     b.add("load", "dma.weight", 0, bytes=40000, buf="weight", alloc=(("weight", 40000),))

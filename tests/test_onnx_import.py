@@ -15,11 +15,11 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from archsim.errors import ArchsimError
+from archsim.ir.errors import ArchsimError
 from test_workload_dag import check_consistent
 from workloads.compile import trace
-from workloads.formats import NMFormat
-from workloads.layer_spec import LayerSpec
+from archsim.ir.formats import NMFormat
+from archsim.ir.layer_spec import LayerSpec
 from workloads.onnx_import import load_onnx, module_path
 from workloads.zoo import build, default_input
 

@@ -12,11 +12,11 @@ from archsim.cli import main
 from archsim.config import ARCH_DIR, load_arch, load_arch_dict
 from archsim.energy import DEFAULT_TABLE, EnergyModel, EnergyTable
 from archsim.engine import run
-from archsim.errors import ArchsimError
+from archsim.ir.errors import ArchsimError
 from archsim.hw.pe_kind import Fold, PEKind, PESpec, register_pe_kind
-from workloads.formats import MVQFormat, NMFormat, SSVQFormat
-from workloads.layer_spec import LayerSpec
-from workloads.tiling import tile
+from archsim.ir.formats import MVQFormat, NMFormat, SSVQFormat
+from archsim.ir.layer_spec import LayerSpec
+from archsim.tiling import tile
 
 
 def conv(M=196, N=64, K=576, fmt=None):

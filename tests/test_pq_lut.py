@@ -13,10 +13,10 @@ from archsim.api import simulate
 from archsim.cli import main
 from archsim.config import load_arch
 from archsim.engine import run
-from archsim.errors import ArchsimError
-from workloads.formats import PQFormat
-from workloads.layer_spec import LayerSpec
-from workloads.tiling import tile
+from archsim.ir.errors import ArchsimError
+from archsim.ir.formats import PQFormat
+from archsim.ir.layer_spec import LayerSpec
+from archsim.tiling import tile
 
 BIG = ["buffers.weight.capacity_bytes=8388608", "buffers.input.capacity_bytes=8388608",
        "buffers.output.capacity_bytes=8388608", "pe_array.proto_buffer_bytes=1048576"]

@@ -17,9 +17,9 @@ import pytest
 
 from archsim.config import load_arch
 from archsim.engine import run
-from workloads.formats import PQFormat
-from workloads.layer_spec import LayerSpec
-from workloads.tiling import tile
+from archsim.ir.formats import PQFormat
+from archsim.ir.layer_spec import LayerSpec
+from archsim.tiling import tile
 
 REF = json.loads((Path(__file__).parent / "data" / "pqa_model" / "reference.json").read_text())
 # tables on chip, as the model assumes: every LUT and prototype table fits its buffer

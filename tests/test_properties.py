@@ -24,11 +24,11 @@ from hypothesis.control import _current_build_context  # noqa: E402  # noqa: E40
 from archsim.cli import fold_estimate  # noqa: E402
 from archsim.config import load_arch  # noqa: E402
 from archsim.engine import run  # noqa: E402
-from archsim.errors import ArchsimError  # noqa: E402
+from archsim.ir.errors import ArchsimError  # noqa: E402
 from archsim.report import build_report, energy_components  # noqa: E402
-from workloads import formats as F  # noqa: E402
-from workloads.layer_spec import ConvGeom, LayerSpec  # noqa: E402
-from workloads.tiling import tile  # noqa: E402
+from archsim.ir import formats as F  # noqa: E402
+from archsim.ir.layer_spec import ConvGeom, LayerSpec  # noqa: E402
+from archsim.tiling import tile  # noqa: E402
 
 MAX_FOLDS = 1500  # keeps one case well under a second
 

@@ -10,9 +10,9 @@ from archsim.energy import EnergyModel, EnergyTable
 from archsim.report import energy_components
 from archsim.engine import run
 from archsim.report import Report, build_report
-from workloads.formats import VQFormat
-from workloads.layer_spec import LayerSpec
-from workloads.tiling import tile
+from archsim.ir.formats import VQFormat
+from archsim.ir.layer_spec import LayerSpec
+from archsim.tiling import tile
 
 SUMMED = ("macs", "total_cycles", "compute_cycles", "stall_cycles", "dram_read_bytes", "dram_write_bytes",
           "sram_bytes", "energy_total_pj", "energy_dynamic_pj", "energy_dram_pj", "energy_pe_arith_pj",

@@ -121,7 +121,7 @@ def test_reproduce_swis_fine_tunes_each_setting_and_reuses_them(tmp_path):
 
 
 def test_out_that_is_a_file_is_refused_before_any_work(tmp_path):
-    from archsim.errors import ArchsimError
+    from archsim.ir.errors import ArchsimError
 
     f = tmp_path / "f"
     f.write_text("")

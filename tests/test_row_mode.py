@@ -20,14 +20,14 @@ from hypothesis import given, strategies as st  # noqa: E402
 from archsim.api import simulate  # noqa: E402
 from archsim.config import load_arch  # noqa: E402
 from archsim.engine import run  # noqa: E402
-from archsim.errors import ArchsimError  # noqa: E402
+from archsim.ir.errors import ArchsimError  # noqa: E402
 from archsim.hw.pe_kind import Fold  # noqa: E402
 from archsim.hw.registry import create  # noqa: E402
 from archsim.hw.row_sim import RowArray, lanes_of, run_folds, spread_steps  # noqa: E402
-from workloads.formats import DenseFormat, NMFormat, SWISFormat  # noqa: E402
-from workloads.layer_spec import LayerSpec  # noqa: E402
+from archsim.ir.formats import DenseFormat, NMFormat, SWISFormat  # noqa: E402
+from archsim.ir.layer_spec import LayerSpec  # noqa: E402
 from workloads.profile import ActProfile  # noqa: E402
-from workloads.tiling import tile  # noqa: E402
+from archsim.tiling import tile  # noqa: E402
 
 
 def arch(name, rows, cols, *sets):

@@ -9,12 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from archsim.errors import ArchsimError
-from workloads.formats import DenseFormat, NMFormat
+from archsim.ir.errors import ArchsimError
+from archsim.ir.formats import DenseFormat, NMFormat
+from archsim.ir.scalesim_cfg import ScaleSimConfig, mask_encoding_for
 from workloads.scalesim_import import (
-    ScaleSimConfig,
     is_gemm_topology,
-    mask_encoding_for,
     read_conv_topology,
     read_gemm_topology,
     read_scalesim_cfg,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from workloads.formats import DenseFormat, NMFormat
+from archsim.ir.formats import DenseFormat, NMFormat
 from workloads.scalesim_import import (
     load_sparse_reference,
     scalesim_nm_kept_rows,
@@ -113,7 +113,7 @@ def test_nm_systolic_compute_cycles_equal_scalesim_sparse_runs(run):
     from archsim.config import load_arch
     from archsim.engine import run as simulate_graph
     from workloads.scalesim_import import read_scalesim_workload
-    from workloads.tiling import tile
+    from archsim.tiling import tile
 
     meta = next(r for r in csv.DictReader((SPARSE_DATA / "runs.csv").open()) if r["run"] == run)
     cfg, topo = SPARSE_DATA / meta["cfg"], SPARSE_DATA / meta["topology"]

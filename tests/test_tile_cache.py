@@ -12,7 +12,7 @@ from archsim.hw.systolic import SystolicArray
 from workloads import zoo
 from workloads.compile import trace
 from workloads.profile import ActProfile
-from workloads.tiling import TileCache, tile
+from archsim.tiling import TileCache, tile
 
 # a small output buffer: ResNet-20's partial sums overflow it, so the
 # systolic mapper chooses a loop order per layer on the DRAM channel

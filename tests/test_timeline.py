@@ -7,8 +7,8 @@ import pytest
 from archsim.api import simulate
 from archsim.cli import main
 from archsim.config import load_arch
-from workloads.formats import VQFormat
-from workloads.layer_spec import LayerSpec
+from archsim.ir.formats import VQFormat
+from archsim.ir.layer_spec import LayerSpec
 
 
 def layers(fmt=None):

@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from archsim.errors import ArchsimError
+from archsim.ir.errors import ArchsimError
 from workloads.compile import trace
-from workloads.layer_spec import VECTOR_OPS, LayerSpec, TensorInfo, VectorOp, Workload
+from archsim.ir.layer_spec import VECTOR_OPS, LayerSpec, TensorInfo, VectorOp, Workload
 from workloads.zoo import build, default_input
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from archsim.errors import ArchsimError
+from archsim.ir.errors import ArchsimError
 from workloads.zoo import MODELS, build, default_input
 
 
@@ -80,7 +80,7 @@ def test_pretrained_fmnist_cnn_loads_the_shipped_checkpoint():
     import pytest
     import torch
 
-    from archsim.errors import ArchsimError
+    from archsim.ir.errors import ArchsimError
     from workloads import zoo
     from workloads.zoo.fmnist_cnn import DEFAULT_CHECKPOINT
 

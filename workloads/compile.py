@@ -65,10 +65,10 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
 from torch.utils._pytree import tree_map
 
-from archsim.errors import ArchsimError
+from archsim.ir.errors import ArchsimError
 
-from .formats import DenseFormat, WeightFormat
-from .layer_spec import ConvGeom, LayerSpec, TensorInfo, VectorOp, Workload
+from archsim.ir.formats import DenseFormat, WeightFormat
+from archsim.ir.layer_spec import ConvGeom, LayerSpec, TensorInfo, VectorOp, Workload
 
 _MATMUL_FUNCS = {torch.matmul, operator.matmul, torch.bmm, torch.mm}
 _MATMUL_METHODS = {"matmul", "bmm", "mm", "__matmul__"}

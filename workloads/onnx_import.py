@@ -51,11 +51,11 @@ from typing import Mapping, Optional
 import numpy as np
 import torch
 
-from archsim.errors import ArchsimError
+from archsim.ir.errors import ArchsimError
 
 from .compile import _ELEMENTWISE
-from .formats import DenseFormat, WeightFormat
-from .layer_spec import ConvGeom, LayerSpec, TensorInfo, VectorOp, Workload
+from archsim.ir.formats import DenseFormat, WeightFormat
+from archsim.ir.layer_spec import ConvGeom, LayerSpec, TensorInfo, VectorOp, Workload
 
 _VIEWS = {"Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Dropout",
           "Cast", "Expand", "Slice", "Split"}

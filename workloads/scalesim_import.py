@@ -73,18 +73,17 @@ the line).
 """
 from __future__ import annotations
 
-import configparser
 import csv
 import math
 import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Union
+from typing import Union
 
-from archsim.errors import ArchsimError
+from archsim.ir.errors import ArchsimError
 
-from .formats import DenseFormat, NMFormat, WeightFormat
-from .layer_spec import ConvGeom, LayerSpec
+from archsim.ir.formats import DenseFormat, NMFormat, WeightFormat
+from archsim.ir.layer_spec import ConvGeom, LayerSpec
+from archsim.ir.scalesim_cfg import DEFAULT_MASK_ENCODING, ScaleSimConfig, read_scalesim_cfg
 
 PathLike = Union[str, Path]
 
@@ -92,10 +91,6 @@ CONV_COLUMNS = ("Layer name", "IFMAP Height", "IFMAP Width", "Filter Height", "F
                 "Channels", "Num Filter", "Strides")
 GEMM_COLUMNS = ("Layer name", "M", "N", "K")
 SPARSITY_COLUMN = "Sparsity"
-SPARSE_REPS = ("csr", "csc", "ellpack_block")
-# SCALE-Sim SparseRep -> workloads.formats N:M mask encoding (module docstring)
-MASK_ENCODING_FOR_SPARSE_REP = {"ellpack_block": "offsets", "csr": "bitmap", "csc": "bitmap"}
-DEFAULT_MASK_ENCODING = "offsets"
 # Largest value of a topology column: far above any real layer (GPT-3's
 # d_model is 12288, ImageNet inputs 224), far below sizes whose tiling would
 # not fit in memory.
@@ -253,157 +248,6 @@ def read_topology(path: PathLike, sparsity_support: bool = True,
     """LayerSpecs from a SCALE-Sim topology CSV of either form."""
     read = read_gemm_topology if is_gemm_topology(path) else read_conv_topology
     return read(path, sparsity_support=sparsity_support, mask_encoding=mask_encoding)
-
-
-DATAFLOWS = ("ws", "os", "is")
-INTERFACE_BANDWIDTH_MODES = ("CALC", "USER")
-
-
-@dataclass(frozen=True)
-class ScaleSimConfig:
-    """The architecture part of a SCALE-Sim .cfg file.
-
-    SRAM sizes are in KiB, as SCALE-Sim reads them. `bandwidth` is DRAM
-    words per cycle (SCALE-Sim's `Bandwidth`); SCALE-Sim uses it only when
-    `interface_bandwidth` is 'USER' (there it is required), and with 'CALC'
-    reports the bandwidth needed for no stalls instead. None: not given.
-
-    The sparsity_* fields are SCALE-Sim v3's [sparsity] section
-    (scalesim/scale_config.py, read_conf_file): SparsitySupport (whether
-    the topologies' N:M column is applied at all), SparseRep ('csr', 'csc'
-    or 'ellpack_block': how the filter metadata is counted), OptimizedMapping
-    (True: SCALE-Sim ignores the topology's N and gives every filter column a
-    random N in [1, BlockSize/2] per BlockSize weights, seeded by
-    RandomNumberGeneratorSeed), BlockSize, RandomNumberGeneratorSeed. As in
-    SCALE-Sim, the other keys are read only when SparsitySupport is true and
-    BlockSize only when OptimizedMapping is; otherwise SCALE-Sim's defaults
-    ('', False, 4, 40) stand.
-    """
-
-    run_name: str
-    rows: int
-    cols: int
-    ifmap_sram_kb: int
-    filter_sram_kb: int
-    ofmap_sram_kb: int
-    dataflow: str
-    bandwidth: Optional[int]
-    interface_bandwidth: str
-    memory_banks: int = 1
-    sparsity_support: bool = False
-    sparse_rep: str = ""
-    sparsity_optimized_mapping: bool = False
-    sparsity_block_size: int = 4
-    sparsity_rand_seed: int = 40
-
-    @property
-    def mask_encoding(self) -> str:
-        """The N:M mask encoding matching SparseRep (mask_encoding_for)."""
-        return mask_encoding_for(self.sparse_rep)
-
-
-def mask_encoding_for(sparse_rep: str) -> str:
-    """workloads.formats mask encoding for a SCALE-Sim SparseRep:
-    ellpack_block -> 'offsets' (ceil(log2 M) bits per kept weight, SCALE-Sim's
-    own count); csr/csc -> 'bitmap' (their per-non-zero indices and pointers
-    match no per-group mask); '' (no sparsity) -> 'offsets'."""
-    return MASK_ENCODING_FOR_SPARSE_REP.get(sparse_rep, DEFAULT_MASK_ENCODING)
-
-
-def read_scalesim_cfg(path: PathLike) -> ScaleSimConfig:
-    """Parse a SCALE-Sim .cfg file (INI: [general], [architecture_presets],
-    [run_presets], [sparsity]; keys are case-insensitive, 'key: value' or
-    'key = value'). SCALE-Sim 3.0.0 requires [sparsity]; here a file without
-    it reads as SparsitySupport false. SCALE-Sim takes any boolean spelling
-    other than 'true' as false; here the boolean keys must be true or false
-    (any case), so a typo is not silently read as false."""
-    path = Path(path)
-    cp = configparser.ConfigParser()
-    try:
-        with path.open() as f:
-            cp.read_file(f)
-    except OSError as e:
-        raise ArchsimError(f"cannot read config: {e.strerror}", file=str(path)) from e
-    except configparser.Error as e:
-        raise ArchsimError(f"not a valid .cfg file: {e.message}", file=str(path)) from e
-
-    def get(section: str, key: str) -> str:
-        try:
-            return cp.get(section, key).strip()
-        except (configparser.NoSectionError, configparser.NoOptionError):
-            raise ArchsimError(f"missing key in [{section}]", file=str(path), field=key) from None
-
-    def get_int(section: str, key: str) -> int:
-        value = get(section, key)
-        try:
-            n = int(value)
-        except ValueError:
-            n = 0
-        if n <= 0:
-            raise ArchsimError(f"expected a positive integer, got {value!r}", file=str(path), field=key)
-        return n
-
-    arch = "architecture_presets"
-    dataflow = get(arch, "Dataflow").lower()
-    if dataflow not in DATAFLOWS:
-        raise ArchsimError(f"dataflow must be one of {DATAFLOWS}, got {dataflow!r}",
-                           file=str(path), field="Dataflow")
-    mode = get("run_presets", "InterfaceBandwidth").upper()
-    if mode not in INTERFACE_BANDWIDTH_MODES:
-        raise ArchsimError(f"must be one of {INTERFACE_BANDWIDTH_MODES}, got {mode!r}",
-                           file=str(path), field="InterfaceBandwidth")
-    bandwidth = None
-    if mode == "USER" or cp.has_option(arch, "Bandwidth"):
-        # SCALE-Sim accepts one bandwidth per memory bank ("10, 10"); this
-        # reader keeps a single value and refuses a list rather than pick one.
-        if "," in get(arch, "Bandwidth"):
-            raise ArchsimError("per-bank bandwidth lists are not supported; give one value",
-                               file=str(path), field="Bandwidth")
-        bandwidth = get_int(arch, "Bandwidth")
-    banks = get_int(arch, "MemoryBanks") if cp.has_option(arch, "MemoryBanks") else 1
-
-    def get_bool(section: str, key: str) -> bool:
-        value = get(section, key).lower()
-        if value not in ("true", "false"):
-            raise ArchsimError(f"expected true or false, got {value!r}", file=str(path), field=key)
-        return value == "true"
-
-    rows = get_int(arch, "ArrayHeight")
-    sp = "sparsity"
-    sparse = dict(sparsity_support=False)
-    if cp.has_section(sp) and get_bool(sp, "SparsitySupport"):
-        rep = get(sp, "SparseRep")
-        if rep not in SPARSE_REPS:  # SCALE-Sim compares case-sensitively
-            raise ArchsimError(f"must be one of {SPARSE_REPS}, got {rep!r}", file=str(path),
-                               field="SparseRep")
-        seed = get(sp, "RandomNumberGeneratorSeed")
-        try:
-            seed_int = int(seed)
-        except ValueError:
-            raise ArchsimError(f"expected an integer, got {seed!r}", file=str(path),
-                               field="RandomNumberGeneratorSeed") from None
-        sparse = dict(sparsity_support=True, sparse_rep=rep,
-                      sparsity_optimized_mapping=get_bool(sp, "OptimizedMapping"),
-                      sparsity_rand_seed=seed_int)
-        if sparse["sparsity_optimized_mapping"]:
-            block = get_int(sp, "BlockSize")
-            if block > rows:  # SCALE-Sim asserts BlockSize <= ArrayHeight
-                raise ArchsimError(f"BlockSize {block} exceeds ArrayHeight {rows}", file=str(path),
-                                   field="BlockSize")
-            sparse["sparsity_block_size"] = block
-    return ScaleSimConfig(
-        run_name=get("general", "run_name"),
-        rows=rows,
-        cols=get_int(arch, "ArrayWidth"),
-        ifmap_sram_kb=get_int(arch, "IfmapSramSzkB"),
-        filter_sram_kb=get_int(arch, "FilterSramSzkB"),
-        ofmap_sram_kb=get_int(arch, "OfmapSramSzkB"),
-        dataflow=dataflow,
-        bandwidth=bandwidth,
-        interface_bandwidth=mode,
-        memory_banks=banks,
-        **sparse,
-    )
 
 
 def read_scalesim_workload(topology: PathLike, cfg: PathLike) -> tuple[list[LayerSpec], ScaleSimConfig]:

@@ -11,21 +11,21 @@ specific to one kind: a user's kind declares the same two things.
 """
 from __future__ import annotations
 
-from ..errors import ArchsimError
+from ..ir.errors import ArchsimError
 from . import registry
 
 NO_DECODER = "-"
 
 
 def format_names() -> list[str]:
-    from workloads.formats import _all_formats
+    from archsim.ir.formats import _all_formats
 
     return sorted({c.name for c in _all_formats()})
 
 
 def needs_decoder(fmt_name: str) -> bool:
     """Does a format of this name rebuild its weights by codebook lookups?"""
-    from workloads.formats import _all_formats
+    from archsim.ir.formats import _all_formats
 
     cls = next(c for c in _all_formats() if c.name == fmt_name)
     return cls().decode_lookups(64) > 0

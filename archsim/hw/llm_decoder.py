@@ -1,4 +1,4 @@
-"""Decoder of the VQ formats LLMs use (workloads.formats: AdditiveVQFormat
+"""Decoder of the VQ formats LLMs use (archsim.ir.formats: AdditiveVQFormat
 'aqlm', LargeCodebookVQFormat 'lcvq').
 
 `kind: additive_vq_decoder` looks up every codeword a sub-vector indexes

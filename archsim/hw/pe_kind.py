@@ -7,7 +7,7 @@ A PE kind is a class registered with `@register_pe_kind` that declares:
                         kind adds its own parameters and unknown keys stay errors;
   map_layer(t)          how a layer maps onto it: the loop nest, fold shapes,
                         which operand is stationary. `t` is the generic
-                        workloads.tiling.LayerTiler that creates load / decode /
+                        archsim.tiling.LayerTiler that creates load / decode /
                         compute / store nodes and knows residency and double
                         buffering; the kind only decides the order and shapes;
   fold_cycles(fold)     closed-form timing of one fold chunk;
@@ -31,7 +31,7 @@ from typing import Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
-from ..errors import ArchsimError
+from ..ir.errors import ArchsimError
 from .registry import register
 from .row_sim import execute_rows
 

@@ -1,7 +1,7 @@
 """`kind: pq_lut`: the PQA lookup-table accelerator (AbouElhamayed et al.,
 arXiv 2305.18334 / ACM TRETS 2024).
 
-A PQ layer (workloads.formats.PQFormat) has no weights: each input column of
+A PQ layer (archsim.ir.formats.PQFormat) has no weights: each input column of
 K = C*kh*kw activations is cut into Ns = ceil(K/Ls) sub-vectors, each is
 replaced by the index of its nearest of Np prototypes, and the output is the
 sum over subspaces of LUT_s[idx_s][0..Cout). The datapath is a pipeline of
@@ -459,7 +459,7 @@ class PQLutArray(PEKind):
                 for s0 in range(0, Ns, n)]
 
     def _too_small(self, t, what: str, field: str):
-        from archsim.errors import ArchsimError
+        from archsim.ir.errors import ArchsimError
 
         return ArchsimError(f"buffer too small for one tile of layer {t.layer.name}: {what}",
                             file=self.arch.path, field=field)

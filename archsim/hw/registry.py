@@ -8,7 +8,7 @@ installed packages name under the entry-point group `archsim.hw` (a user's
 own package, see examples/my_pe_kind and docs/plugins.md)."""
 from __future__ import annotations
 
-from ..errors import ArchsimError
+from ..ir.errors import ArchsimError
 
 _REGISTRY: dict[str, dict[str, type]] = {}
 ENTRY_POINT_GROUP = "archsim.hw"

@@ -28,7 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from archsim import progress
-from archsim.errors import ArchsimError
+from archsim.ir.errors import ArchsimError
 
 
 # Layers every weight method compresses; anything else keeps its weights.

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from ..formats import AdditiveVQFormat, LargeCodebookVQFormat
+from archsim.ir.formats import AdditiveVQFormat, LargeCodebookVQFormat
 from ._common import (CompressionResult, assign_nearest, compress_weights, from_rows, kmeans_faiss,
                       pad_cols, run_len_of, summarize, to_rows)
 

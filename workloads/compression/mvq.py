@@ -22,7 +22,7 @@ from typing import Optional
 
 import torch
 
-from ..formats import MVQFormat, nm_mask_bits_per_group
+from archsim.ir.formats import MVQFormat, nm_mask_bits_per_group
 from ._common import (CompressionError, CompressionResult, compress_weights, finetune, from_rows, quant_sym,
                       run_len_of, summarize, sym_scale, target_layers)
 from .nm import nm_prune_tensor

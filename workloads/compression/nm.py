@@ -12,7 +12,7 @@ from typing import Callable, Optional, Union
 
 import torch
 
-from ..formats import NMFormat, nm_mask_bits_per_group
+from archsim.ir.formats import NMFormat, nm_mask_bits_per_group
 from ._common import (CompressionError, CompressionResult, compress_weights, from_rows, pad_cols,
                       run_len_of, summarize, to_rows)
 from .uniform import quantize_int_tensor

@@ -61,7 +61,7 @@ import torch.nn.functional as F
 
 from archsim import progress
 
-from ..formats import PQFormat
+from archsim.ir.formats import PQFormat
 from ._common import (CompressionError, CompressionResult, kmeans_faiss, quant_sym, sym_scale, summarize,
                       target_layers)
 

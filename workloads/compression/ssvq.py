@@ -24,7 +24,7 @@ from typing import Callable, Optional
 
 import torch
 
-from ..formats import SSVQFormat
+from archsim.ir.formats import SSVQFormat
 from ._common import (CompressionError, CompressionResult, assign_nearest, compress_weights, finetune, from_rows,
                       kmeans_faiss, pad_cols, quant_unsigned, run_len_of, summarize, to_rows)
 

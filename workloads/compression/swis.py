@@ -40,7 +40,7 @@ from typing import Callable, Union
 
 import torch
 
-from ..formats import SWISFormat, _ceil_log2
+from archsim.ir.formats import SWISFormat, _ceil_log2
 from ._common import (CompressionError, CompressionResult, channel_shape, compress_weights, finetune, from_rows,
                       pad_cols, run_len_of, summarize, target_layers, to_rows)
 

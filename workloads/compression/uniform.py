@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from ..formats import DenseFormat, TruncFormat
+from archsim.ir.formats import DenseFormat, TruncFormat
 from ._common import CompressionError, CompressionResult, compress_weights, summarize, sym_scale
 
 

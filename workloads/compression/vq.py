@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from ..formats import VQFormat
+from archsim.ir.formats import VQFormat
 from ._common import (CompressionResult, assign_nearest, compress_weights, from_rows,
                       kmeans_faiss, pad_cols, quant_sym, run_len_of, summarize, to_rows)
 

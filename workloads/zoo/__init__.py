@@ -16,7 +16,7 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
-from archsim.errors import ArchsimError
+from archsim.ir.errors import ArchsimError
 
 from .mobilenet import mobilenetv2
 from .resnet import resnet18, resnet20, resnet50

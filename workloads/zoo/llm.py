@@ -27,7 +27,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from archsim.errors import ArchsimError
+from archsim.ir.errors import ArchsimError
 
 
 @dataclass(frozen=True)

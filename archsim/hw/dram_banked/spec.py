@@ -16,7 +16,7 @@ import yaml
 from pydantic import Field, PrivateAttr, model_validator
 
 from ... import __file__ as _archsim_init
-from ...errors import ArchsimError
+from ...ir.errors import ArchsimError
 from ..pe_kind import ComponentSpec
 
 PRESET_DIR = Path(_archsim_init).resolve().parent / "data" / "dram"  # package data

@@ -92,7 +92,7 @@ def _sum_dicts(rows, key) -> dict:
 def results(cases_: dict) -> dict:
     from archsim.api import simulate
     from archsim.config import load_arch
-    from workloads.tiling import TileCache
+    from archsim.tiling import TileCache
 
     out = {}
     for name, (layers, arch_name, overrides) in cases_.items():

@@ -47,12 +47,12 @@ import networkx as nx
 
 from archsim.allocator import Router, allocate, op_tensors
 from archsim.config import ArchSpec
-from archsim.errors import ArchsimError
+from archsim.ir.errors import ArchsimError
 from archsim.gc_pause import gc_paused
 from archsim.hw import registry
 from archsim.hw.compat import check_layers
 
-from .layer_spec import LayerSpec, VectorOp
+from .ir.layer_spec import LayerSpec, VectorOp
 
 TileGraph = nx.DiGraph
 
