@@ -17,7 +17,8 @@ What becomes a LayerSpec, in graph order:
   * MatMul of two activations -> 'matmul', batch dimensions as groups
 Non-GEMM operators become the VectorOps compile.py gives (VECTOR_OPS):
   Add/Sub -> 'add'; Mul/Div by a scalar constant (or Neg) -> 'scale', by a
-  tensor -> 'mul'; Relu, Clip(0, 6) -> 'relu6', Gelu, Sigmoid, Tanh,
+  tensor -> 'mul'; Relu, Clip(0, 6) -> 'relu6', Gelu (and the Div, Erf, Add,
+  Mul, Mul that torch.onnx writes for it before opset 20), Sigmoid, Tanh,
   HardSwish; MaxPool, AveragePool, GlobalAveragePool -> 'adaptive_avgpool';
   BatchNormalization, LayerNormalization, Softmax; Concat of two or more
   pieces; Gather from a constant table by activation indices -> 'embedding'.
@@ -38,6 +39,9 @@ are named '<module>/<op>' (e.g. 'layer1.0/Add', 'layer1.0.relu/Relu'), since
 the scope cannot tell a leaf module's op from a functional call. A node name
 without a scope is used as it is; a node without a name is '<OpType>_<index>'.
 Tensors are named by their ONNX value names.
+
+GELU's tanh form before opset 20 has no pattern here: it comes out as its
+pieces (mul, scale, add, tanh), where trace() gives one 'gelu'.
 
 What the file cannot say: torch.onnx in eval mode folds BatchNormalization
 into the preceding Conv (its weights are the folded ones, no 'batchnorm'
@@ -178,10 +182,11 @@ class _Importer:
         self.shapes = shapes
         self.formats = formats
         self.const = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-        self.readers_of = {}  # value -> number of nodes that read it (for the bias fold)
+        self.consumers: dict[str, list] = {}  # value -> the nodes that read it (patterns)
         for n in model.graph.node:
-            for i in n.input:
-                self.readers_of[i] = self.readers_of.get(i, 0) + 1
+            for i in dict.fromkeys(n.input):
+                self.consumers.setdefault(i, []).append(n)
+        self.skip: set[str] = set()  # outputs of nodes a pattern (GELU's Erf form) took in
         self.alias: dict[str, str] = {}        # live value -> the tensor it is (a view of)
         self.tensors: dict[str, TensorInfo] = {}
         self.readers: dict[str, list[str]] = {}
@@ -301,8 +306,9 @@ class _Importer:
                          weight=torch.from_numpy(w.copy()))
 
     # ------------------------------------------------------------ vector ops
-    def vector(self, node, op: str, reads: list[str], window: int = 1) -> None:
-        v = VectorOp(name=self.op_name(node), op=op, elems=self.elems(node.output[0], node),
+    def vector(self, node, op: str, reads: list[str], window: int = 1, name: str = "") -> None:
+        """A VectorOp writing `node`'s output; named after `node` unless `name` is given."""
+        v = VectorOp(name=self.unique(name) if name else self.op_name(node), op=op, elems=self.elems(node.output[0], node),
                      inputs=tuple(self.alias[r] for r in reads),
                      in_elems=tuple(self.elems(r, node) for r in reads), output="", window=window)
         self.add(v, node)
@@ -339,8 +345,8 @@ class _Importer:
         t = node.op_type
         ins = [i for i in node.input if i]
         reads = [i for i in ins if i in self.alias]
-        if not reads:
-            return  # a constant _fold_constants could not fold: it reads no activation
+        if not reads or node.output[0] in self.skip:
+            return  # a constant _fold_constants could not fold, or part of a pattern
         x = reads[0]
         if t == "Conv":
             if ins[0] != x or node.input[1] in self.alias:
@@ -374,6 +380,10 @@ class _Importer:
                 self.vector(node, "concat", reads)
         elif t == "Add" and self.bias_fold(node, ins, reads):
             pass
+        elif t == "Div" and (gelu := self.erf_gelu(node, ins)):
+            path = module_path(node.name)
+            self.vector(gelu[-1], "gelu", [x], name=f"{path}/Gelu" if path else "Gelu")
+            self.skip.update(n.output[0] for n in gelu)
         elif t in ("Mul", "Div"):
             if t == "Div" and ins[1] in self.alias:
                 self.refuse(node, "division by an activation tensor is not modelled")
@@ -389,16 +399,38 @@ class _Importer:
             op = _SIMPLE[t]
             self.vector(node, op, reads, self.window(node, op, x))
         elif t == "Erf":
-            self.refuse(node, "GELU exported as its Erf pattern is not modelled; "
-                        "export with opset_version >= 20, where it is one Gelu node")
+            self.refuse(node, "an Erf outside GELU's pattern (x * (1 + erf(x / sqrt 2)) * 0.5) "
+                        "is not modelled")
         else:
             self.refuse(node, "it computes on activations and is neither a GEMM, a view "
                         "nor a modelled vector op")
 
+    def only_reader(self, value: str, op_type: str, other=None):
+        """The one node reading `value`, if it is an `op_type` whose other
+        operand is `other` (a value name) or, with other=None, a constant."""
+        readers = self.consumers.get(value, [])
+        if len(readers) != 1 or readers[0].op_type != op_type:
+            return None
+        rest = [i for i in readers[0].input if i != value]
+        ok = (rest == [other]) if other is not None else all(i in self.const for i in rest)
+        return readers[0] if ok else None
+
+    def erf_gelu(self, div, ins: list[str]):
+        """torch.onnx before opset 20 writes GELU as x * (1 + erf(x / sqrt 2)) * 0.5:
+        Div, Erf, Add, Mul, Mul. Their nodes after the Div, or None."""
+        x = ins[0]
+        if ins[1] not in self.const:
+            return None
+        erf = self.only_reader(div.output[0], "Erf")
+        add = erf and self.only_reader(erf.output[0], "Add")
+        mul = add and self.only_reader(add.output[0], "Mul", other=x)
+        half = mul and self.only_reader(mul.output[0], "Mul")
+        return (erf, add, mul, half) if half else None
+
     def bias_fold(self, node, ins: list[str], reads: list[str]) -> bool:
         """torch.onnx writes nn.Linear as MatMul + Add(bias): the Add is the
         layer's bias when it alone reads the MatMul and adds an N-vector."""
-        if len(reads) != 1 or reads[0] not in self.linear_out or self.readers_of.get(reads[0]) != 1:
+        if len(reads) != 1 or reads[0] not in self.linear_out or len(self.consumers[reads[0]]) != 1:
             return False
         other = next(i for i in ins if i != reads[0])
         spec = self.linear_out[reads[0]]
