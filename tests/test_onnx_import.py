@@ -192,6 +192,21 @@ def test_operators_map_to_layers_and_vector_ops(tmp_path):
     assert w.outputs == ("y",)
 
 
+def test_batch_sets_a_dynamic_batch_and_is_refused_for_a_fixed_one(tmp_path):
+    nodes = [helper.make_node("Relu", ["x"], ["y"], name="r")]
+    dynamic = save(tmp_path, nodes, [vin("x", ["N", 4])], [vin("y", None)])
+    assert load_onnx(dynamic, batch=5).ops[0].elems == 20
+    (tmp_path / "fixed").mkdir()
+    fixed = save(tmp_path / "fixed", nodes, [vin("x", [2, 4])], [vin("y", None)])
+    assert load_onnx(fixed).ops[0].elems == 8  # batch=1 (the default) takes the file's
+    with pytest.raises(ArchsimError, match="fixed batch of 2"):
+        load_onnx(fixed, batch=3)
+    (tmp_path / "sym").mkdir()
+    sym = save(tmp_path / "sym", nodes, [vin("x", [1, "T"])], [vin("y", None)])
+    with pytest.raises(ArchsimError, match="symbolic dimension 1"):
+        load_onnx(sym)
+
+
 def test_unsupported_operator_is_refused_naming_the_node(tmp_path):
     nodes = [helper.make_node("Relu", ["x"], ["r"], name="/act/Relu"),
              helper.make_node("LRN", ["r"], ["y"], name="/norm/LRN", size=3)]

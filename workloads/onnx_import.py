@@ -6,7 +6,8 @@ weights) and the same DAG of VectorOps and activation tensors.
 
 The `onnx` package's shape inference gives every value's shape. A symbolic
 leading dimension of a graph input (a dynamic batch) is fixed to `batch`;
-any other symbolic dimension is refused.
+any other symbolic dimension is refused, and so is a batch other than 1 for
+a file whose batch is fixed.
 
 What becomes a LayerSpec, in graph order:
   * Conv (2-D)  -> 'conv'; 'dwconv' when group == in_ch == out_ch (> 1)
@@ -110,6 +111,10 @@ def _load(path, batch: int):
                                        f"({d.dim_param or '?'}); export it with a fixed shape",
                                        file=str(path))
                 d.dim_value = batch  # a dynamic batch
+            elif i == 0 and batch != 1 and d.dim_value != batch:
+                raise ArchsimError(f"input {inp.name!r} has a fixed batch of {d.dim_value}, so batch "
+                                   f"{batch} cannot be set; export it with a dynamic batch dimension "
+                                   "(torch.onnx.export's dynamic_axes)", file=str(path), field="batch")
     model = _infer(model, path)
     while (folded := _fold_constants(model, _static_shapes(model))) is not None:
         model = _infer(folded, path)
