@@ -164,7 +164,15 @@ def _layers_from_args(args, arch):
 
     # the format is checked before the model is built and traced (seconds)
     fmt = _parse_format(args.weights) if args.weights else None
-    if args.topology:
+    if args.topology and args.onnx:
+        raise ArchsimError("give --topology or --onnx, not both", field="--onnx")
+    if args.onnx:
+        from workloads.onnx_import import load_onnx
+
+        if args.profile:
+            raise ArchsimError("needs --model: an ONNX file is not run on inputs here", field="--profile")
+        layers = load_onnx(args.onnx, batch=args.batch)  # a dynamic batch dimension takes --batch
+    elif args.topology:
         from workloads.scalesim_import import read_topology
 
         for flag, given in (("--profile", args.profile), ("--batch", args.batch > 1)):
@@ -242,7 +250,15 @@ def _check_size(layers, arch, source: str, flag: str) -> None:
 
 
 def _label(args) -> str:
-    return Path(args.topology).stem if args.topology else args.model
+    return Path(args.topology or args.onnx).stem if args.topology or args.onnx else args.model
+
+
+def _source(args) -> tuple[str, str]:
+    """(the workload as the user gave it, its flag) for error messages."""
+    for flag, value in (("--topology", args.topology), ("--onnx", args.onnx)):
+        if value:
+            return value, flag
+    return args.model, "--model"
 
 
 def _workload_label(args) -> str:
@@ -301,7 +317,7 @@ def cmd_run(args) -> int:
     if args.trace:
         check_out_file(args.trace, "--trace")
     layers = _layers_from_args(args, arch)
-    _check_size(layers, arch, args.topology or args.model, "--topology" if args.topology else "--model")
+    _check_size(layers, arch, *_source(args))
     extra = ([f"batch{args.batch}"] if args.batch > 1 else []) + \
         ([f"profile{args.profile_used}"] if args.profile else [])
     out = Path(args.out) / run_dir_name(_label(args), _arch_label(args.arch, arch), args.weights, args.set, extra)
@@ -357,7 +373,7 @@ def cmd_sweep(args) -> int:
             point_arch = load_arch(arch_name, list(overrides), flag="--grid")
         except ArchsimError:
             continue  # a combination the schema refuses: recorded in its row by sweep()
-        _check_size(layers, point_arch, args.topology or args.model, "--topology" if args.topology else "--model")
+        _check_size(layers, point_arch, *_source(args))
     total = len(points)
     print(f"{total} design points of {_label(args)} -> {args.out} "
           f"(points already there with the same inputs are reused)")
@@ -602,6 +618,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="images per inference (default 1); a batch too large to trace or simulate "
                              "is refused up front")
         sp.add_argument("--topology", help="a SCALE-Sim topology CSV instead of --model")
+        sp.add_argument("--onnx", metavar="FILE.onnx",
+                        help="an ONNX model instead of --model (a dynamic batch dimension takes --batch)")
         sp.add_argument("--weights", metavar="FORMAT[:k=v,...]", help=weights_help())
         sp.add_argument("--energy-table", help="CSV energy table replacing the architecture's")
         sp.add_argument("--profile", type=_positive_int, metavar="N",
