@@ -15,11 +15,11 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
+from archsim.cli import main
 from archsim.ir.errors import ArchsimError
+from archsim.ir.formats import NMFormat
 from test_workload_dag import check_consistent
 from workloads.compile import trace
-from archsim.ir.formats import NMFormat
-from archsim.ir.layer_spec import LayerSpec
 from workloads.onnx_import import load_onnx, module_path
 from workloads.zoo import build, default_input
 
@@ -253,3 +253,31 @@ def test_a_file_that_is_not_onnx_is_one_line(tmp_path):
         load_onnx(bad)
     with pytest.raises(ArchsimError, match="missing.onnx"):
         load_onnx(tmp_path / "missing.onnx")
+
+
+# ------------------------------------------------------------------ the CLI
+
+
+def total_line(out: str) -> str:
+    return next(line for line in out.splitlines() if line.startswith("TOTAL"))
+
+
+def test_cli_run_onnx_simulates_as_the_model_does(exported, tmp_path, capsys):
+    common = ["--arch", "sa32_ws", "--out", str(tmp_path), "--no-plot", "--quiet"]
+    assert main(["run", "--onnx", str(exported("resnet20", TRAINING))] + common) == 0
+    from_onnx = capsys.readouterr().out
+    assert main(["run", "--model", "resnet20"] + common) == 0
+    assert total_line(from_onnx) == total_line(capsys.readouterr().out)
+    assert (tmp_path / "resnet20_TRAINING_sa32_ws" / "report.json").exists()
+
+
+def test_cli_run_onnx_errors_are_one_line(tmp_path, capsys):
+    nodes = [helper.make_node("LRN", ["x"], ["y"], name="/norm/LRN", size=3)]
+    path = save(tmp_path, nodes, [vin("x", [1, 4, 8, 8])], [vin("y", None)])
+    for argv, what in ((["--onnx", str(path)], "/norm/LRN"),
+                       (["--onnx", str(tmp_path / "none.onnx")], "none.onnx"),
+                       (["--onnx", str(path), "--profile", "4"], "--profile"),
+                       (["--onnx", str(path), "--topology", "t.csv"], "--onnx")):
+        assert main(["run", *argv, "--out", str(tmp_path), "--quiet"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and err.startswith("archsim: error: ") and what in err

@@ -57,10 +57,10 @@ import numpy as np
 import torch
 
 from archsim.ir.errors import ArchsimError
-
-from .compile import _ELEMENTWISE
 from archsim.ir.formats import DenseFormat, WeightFormat
 from archsim.ir.layer_spec import ConvGeom, LayerSpec, TensorInfo, VectorOp, Workload
+
+from .compile import _ELEMENTWISE
 
 _VIEWS = {"Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Dropout",
           "Cast", "Expand", "Slice", "Split"}
