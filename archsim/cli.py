@@ -326,6 +326,9 @@ def cmd_run(args) -> int:
                       workload=_workload_label(args), weights=args.weights, trace=args.trace,
                       trace_layers=trace_layers)
     print(report.format_table())
+    if args.explain_memory:
+        print()
+        print(report.explain_memory(min_bytes=args.explain_memory))
     try:
         out.mkdir(parents=True, exist_ok=True)
         report.to_csv(out / "report.csv")
@@ -639,6 +642,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write the simulation as a Chrome/Perfetto timeline (ui.perfetto.dev, chrome://tracing)")
     r.add_argument("--trace-layers", metavar="NAME,NAME",
                    help="with --trace: only these layers' slices (keeps the file small)")
+    r.add_argument("--explain-memory", nargs="?", type=int, const=64 * 1024, default=0, metavar="MIN_BYTES",
+                   help="say where each tensor of at least MIN_BYTES (default 65536) lived in the memory levels, "
+                        "why, and the bytes it moved between them")
     add_arch_opts(r)
     add_quiet(r)
     r.set_defaults(func=cmd_run)
