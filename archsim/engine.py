@@ -272,6 +272,9 @@ def _run(graph, arch: ArchSpec, tl) -> Stats:
         ls.stall_cycles = max(0, ls.total_cycles - ls.compute_cycles)
         ls.codebook_lookups = ls.actions.get("codebook.read", 0)
         prev_end = ls.end_cycle
+    if hasattr(m.dram, "stats"):  # a DRAM model with banks: row hits, bandwidth and latency per layer
+        for ls in layers:
+            ls.dram_stats = m.dram.stats(ls.start_cycle, ls.end_cycle)
     alloc = graph.graph.get("allocation")
     if tl is not None and alloc is not None:  # shared levels hold what the allocator placed, op by op
         for level, occ in alloc.occupancy.items():

@@ -185,7 +185,10 @@ _COUNTERS = ("busy_cycles", "wait_data_cycles", "wait_space_cycles", "sram_read_
 
 def _layer_counters(ls) -> dict:
     # sorted keys: the same run writes the same JSON, byte for byte
-    return {"name": ls.name, **{c: dict(sorted(getattr(ls, c).items())) for c in _COUNTERS}}
+    out = {"name": ls.name, **{c: dict(sorted(getattr(ls, c).items())) for c in _COUNTERS}}
+    if ls.dram_stats:
+        out["dram"] = ls.dram_stats
+    return out
 
 
 def _unsimulated_note(stats: Stats) -> list[str]:

@@ -35,6 +35,8 @@ class LayerStats:
     wait_data_cycles: dict = field(default_factory=lambda: defaultdict(int))
     wait_space_cycles: dict = field(default_factory=lambda: defaultdict(int))
     meta: dict = field(default_factory=dict)  # shape and format from the TileGraph
+    # a banked DRAM's view of the layer's window: row-hit rate, bandwidth vs peak, mean read latency, commands
+    dram_stats: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         # asdict() cannot rebuild defaultdicts; plain dicts are what JSON wants anyway

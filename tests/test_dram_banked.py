@@ -241,3 +241,14 @@ def test_energy_priced_from_commands():
     bits = t.line_bytes * 8  # a burst moves 512 bits; a sequential stream adds an ACT every 128 bursts
     assert min(e["rd"], e["wr"]) / bits < cost["value"] < (max(e["rd"], e["wr"]) + e["act"] / 64) / bits
     assert "DDR4_8Gb_x16_3200.ini" in cost["source"]
+
+
+def test_the_report_gives_each_layer_its_row_hits_bandwidth_and_read_latency():
+    from archsim.api import simulate
+
+    r = simulate("resnet20", "sa32_ws", overrides=["dram={kind: banked_dram, preset: ddr4_3200}"])
+    for lc in r.layer_counters:
+        d = lc["dram"]
+        assert 0 <= d["row_hit_rate"] <= 1 and 0 < d["bandwidth_fraction"] <= 1
+        assert d["mean_read_latency_cycles"] > 0
+    assert "dram" not in simulate("resnet20", "sa32_ws").layer_counters[0]  # the pipe has no banks to report
