@@ -33,9 +33,10 @@ def traced(name):
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    """(model name, mode) -> path of its ONNX file, exported once. The legacy
-    (TorchScript) exporter: the default dynamo one needs onnxscript. A
-    training-mode export keeps BatchNormalization; eval mode folds it."""
+    """(model name, mode) -> path of its ONNX file, exported once, with a
+    dynamic batch. The legacy (TorchScript) exporter: the default dynamo one
+    needs onnxscript. A training-mode export keeps BatchNormalization; eval
+    mode folds it."""
     made = {}
 
     def get(name, mode):
@@ -44,7 +45,7 @@ def exported(tmp_path_factory):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice
                 torch.onnx.export(build(name), (default_input(name),), str(path), dynamo=False,
-                                  training=mode, input_names=["x"])
+                                  training=mode, input_names=["x"], dynamic_axes={"x": {0: "N"}})
             made[name, mode] = path
         return made[name, mode]
 
@@ -106,6 +107,16 @@ def test_zoo_model_imports_as_trace_gives_it(exported, name, mode):
         assert (a.weight is None) == (b.weight is None)
         if a.weight is not None:
             assert torch.equal(a.weight, b.weight), a.name
+
+
+def test_a_dynamic_batch_takes_batch_through_torch_onnx_shape_plumbing(exported):
+    """deit_tiny's reshapes and class-token expand take the batch from Shape
+    nodes: folded to constants once the batch is set, they give trace()'s batch-2 workload."""
+    w, t = load_onnx(exported("deit_tiny", EVAL), batch=2), trace(build("deit_tiny"), default_input("deit_tiny", 2))
+    check_consistent(w)
+    assert [layer_key(x)[1:] for x in w] == [layer_key(x)[1:] for x in t]
+    assert vector_multiset(w) == vector_multiset(t) and edges(w) == edges(t)
+    assert w.tensors[w.inputs[0]].elems == 2 * 3 * 224 * 224
 
 
 def test_eval_mode_export_folds_batchnorm_into_the_convs(exported):
@@ -194,7 +205,7 @@ def test_operators_map_to_layers_and_vector_ops(tmp_path):
 
 def test_batch_sets_a_dynamic_batch_and_is_refused_for_a_fixed_one(tmp_path):
     nodes = [helper.make_node("Relu", ["x"], ["y"], name="r")]
-    dynamic = save(tmp_path, nodes, [vin("x", ["N", 4])], [vin("y", None)])
+    dynamic = save(tmp_path, nodes, [vin("x", ["N", 4])], [vin("y", ["N", 4])])
     assert load_onnx(dynamic, batch=5).ops[0].elems == 20
     (tmp_path / "fixed").mkdir()
     fixed = save(tmp_path / "fixed", nodes, [vin("x", [2, 4])], [vin("y", None)])

@@ -101,6 +101,9 @@ def _load(path, batch: int):
     except Exception as e:  # a missing file, or protobuf's DecodeError for a bad one
         raise ArchsimError(f"cannot read ONNX file ({type(e).__name__}: {e})", file=str(path)) from None
     inits = {i.name for i in model.graph.initializer}
+    del model.graph.value_info[:]  # inferred below; a symbolic batch written here would stay
+    for out in model.graph.output:
+        out.type.tensor_type.ClearField("shape")
     for inp in model.graph.input:
         if inp.name in inits:
             continue
@@ -158,9 +161,9 @@ def _fold_constants(model, shapes):
         feeds = None
         if node.op_type in _SHAPE_ONLY and ins[0] in shapes and ins[0] not in consts:
             feeds = {ins[0]: np.zeros(shapes[ins[0]], np.float32)}  # only its shape is read
-        elif all(i in consts for i in ins) and not any(a.type in (onnx.AttributeProto.GRAPH,
-                                                                  onnx.AttributeProto.GRAPHS)
-                                                       for a in node.attribute):
+        elif (all(i in consts for i in ins) and not node.op_type.startswith("Random")
+              and not any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+                          for a in node.attribute)):
             feeds = {i: consts[i] for i in ins}
         if feeds is None:
             kept.append(node)
