@@ -187,6 +187,8 @@ class _Importer:
         from onnx import numpy_helper
 
         self.path = str(path)
+        self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 20)
+        self.index = 0  # the node being read, for the name of a node that has none
         self.shapes = shapes
         self.formats = formats
         self.const = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
@@ -316,8 +318,8 @@ class _Importer:
     # ------------------------------------------------------------ vector ops
     def vector(self, node, op: str, reads: list[str], window: int = 1, name: str = "") -> None:
         """A VectorOp writing `node`'s output; named after `node` unless `name` is given."""
-        v = VectorOp(name=self.unique(name) if name else self.op_name(node), op=op, elems=self.elems(node.output[0], node),
-                     inputs=tuple(self.alias[r] for r in reads),
+        v = VectorOp(name=self.unique(name) if name else self.op_name(node), op=op,
+                     elems=self.elems(node.output[0], node), inputs=tuple(self.alias[r] for r in reads),
                      in_elems=tuple(self.elems(r, node) for r in reads), output="", window=window)
         self.add(v, node)
 
@@ -330,6 +332,8 @@ class _Importer:
         if op == "layernorm":
             return math.prod(self.shape(x, node)[a.get("axis", -1):])
         if op == "softmax":
+            if self.opset < 13:  # softmax over the flattened axes from `axis` on (default 1)
+                return math.prod(self.shape(x, node)[a.get("axis", 1):])
             return self.shape(x, node)[a.get("axis", -1)]
         return 1
 
@@ -349,7 +353,7 @@ class _Importer:
 
     # ------------------------------------------------------------------- walk
     def node(self, node, index: int) -> None:
-        self.index = index  # names a node that has none
+        self.index = index
         t = node.op_type
         ins = [i for i in node.input if i]
         reads = [i for i in ins if i in self.alias]
