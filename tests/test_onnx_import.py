@@ -279,7 +279,7 @@ def test_cli_run_onnx_simulates_as_the_model_does(exported, tmp_path, capsys):
     from_onnx = capsys.readouterr().out
     assert main(["run", "--model", "resnet20"] + common) == 0
     assert total_line(from_onnx) == total_line(capsys.readouterr().out)
-    assert (tmp_path / "resnet20_TRAINING_sa32_ws" / "report.json").exists()
+    assert list(tmp_path.glob("resnet20_TRAINING*/report.json"))  # the run folder is the file's stem
 
 
 def test_cli_run_onnx_errors_are_one_line(tmp_path, capsys):
