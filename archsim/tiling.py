@@ -102,6 +102,8 @@ class LayerTiler:
         self.b, self.arch, self.pe, self.layer, self.li = b, arch, pe, layer, li
         # shared memory levels: where each transfer goes (None: every transfer is to/from DRAM)
         self.router, self.tensors = router, tensors or {}
+        # a DRAM with banks times a strided tile by its layout (the pipe does not look)
+        self.banked_dram = arch.dram.kind != "dram"
         self.prev_store = prev_store
         self.first_act_dep = prev_store  # the first activation load waits for the previous layer
         self.act_bits = arch.pe_array.act_bits
@@ -150,24 +152,30 @@ class LayerTiler:
         raise ArchsimError(f"layer {self.layer.name}: {message}", file=self.arch.path, field=field)
 
     # -- nodes ------------------------------------------------------------------
-    def load(self, buf: str, nbytes: int, deps=(), act_dep: bool = False, unit: str | None = None) -> int:
+    def load(self, buf: str, nbytes: int, deps=(), act_dep: bool = False, unit: str | None = None,
+             rows: tuple | None = None) -> int:
         """A DMA transfer from DRAM into `buf`, reserving its room. With
         `act_dep` (or for a matmul, whose operands are both activations) the
-        layer's first such load waits for the previous layer's last store."""
+        layer's first such load waits for the previous layer's last store.
+        `rows` = (row_bytes, stride_bytes, n_rows): the tile's layout in DRAM
+        where it is strided (a DRAM model with banks times it by it)."""
         if act_dep or self.layer.op == "matmul":
             deps = tuple(deps) + (self.first_act_dep,)
             self.first_act_dep = None
+        extra = {}
+        if rows is not None and self.banked_dram:
+            extra["addr"] = (0,) + tuple(rows)
         if self.router is not None:
-            return self._routed_load(buf, nbytes, deps, unit)
+            return self._routed_load(buf, nbytes, deps, unit, extra)
         return self.b.add("load", unit or f"dma.{buf}", self.li, deps, bytes=nbytes, buf=buf,
-                          alloc=((buf, nbytes),), sram=((buf, 0, nbytes),))
+                          alloc=((buf, nbytes),), sram=((buf, 0, nbytes),), **extra)
 
-    def _routed_load(self, buf, nbytes, deps, unit):
+    def _routed_load(self, buf, nbytes, deps, unit, extra):
         role = "psum" if unit == "dma.output" else buf
         r = self.router.load(self.tensors.get(role), nbytes, buf)
         sram = ((buf, 0, nbytes),) + ((r.pop("level_sram"),) if "level_sram" in r else ())
         return self.b.add("load", unit or f"dma.{buf}", self.li, deps, buf=buf, alloc=((buf, nbytes),),
-                          sram=sram, **r)
+                          sram=sram, **r, **extra)
 
     def decode(self, deps, n_weights: int, read_bytes: int) -> int:
         """Rebuild n_weights from the weight buffer's compressed tile."""
@@ -247,7 +255,7 @@ class _DryRun(LayerTiler):
         self.loads: dict[str, int] = {}  # DMA queue -> transfers (each waits out the DRAM latency)
         self.read_bytes: dict[str, int] = {}  # buffer -> bytes loaded into it
 
-    def load(self, buf, nbytes, deps=(), act_dep=False, unit=None):
+    def load(self, buf, nbytes, deps=(), act_dep=False, unit=None, rows=None):
         self.dram_bytes += nbytes
         unit = unit or f"dma.{buf}"
         self.loads[unit] = self.loads.get(unit, 0) + 1

@@ -158,7 +158,10 @@ def emit_stationary(kind, t, p: StationaryPlan):
                     nb = sum(stat_bytes(min(span, Kred - r * span) * cu) for r in range(r0, r1))
                     ld = stat_loads.get((r0, r1))
                     if ld is None:
-                        ld = t.load(stat_buf, nb, act_dep=act_is_stat)
+                        # weights are stored output channel by output channel ([N][K], row-major):
+                        # a group of row folds is cu rows of its reduction slice, one per channel
+                        layout = (nb // cu, stat_bytes(Kred), cu) if weights_stationary and r1 - r0 < nr else None
+                        ld = t.load(stat_buf, nb, act_dep=act_is_stat, rows=layout)
                         if stat_resident:
                             stat_loads[(r0, r1)] = ld
                     for r in range(r0, r1):
