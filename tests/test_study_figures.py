@@ -30,8 +30,12 @@ def finished(tmp_path_factory):
         "space": {"pe_array.rows": {"choices": [8, 32]}, "dram.bandwidth_bytes_per_cycle": {"choices": [4.0, 25.6]}},
         "objectives": ["latency", "energy", "area"], "sampler": "grid", "trials": 8}))
     study = load_study(path)
-    explore(study, d / "out", LocalExecutor(1))
-    return study, d, results_dataframe(explore(study, d / "out", LocalExecutor(1)))
+    executor = LocalExecutor(1)
+    try:
+        ostudy = explore(study, d / "out", executor)
+    finally:
+        executor.close()
+    return study, d, results_dataframe(ostudy)
 
 
 def test_fronts_have_units_method_colours_arch_shapes_and_a_labelled_front(finished, tmp_path):
