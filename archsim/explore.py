@@ -379,7 +379,8 @@ class Workload:
             if L.name in formats:
                 L2.fmt = formats[L.name]
             out.append(L2)
-        return out
+        # a traced model keeps its DAG (the non-GEMM operators a vector unit runs)
+        return self.layers.with_layers(out) if hasattr(self.layers, "with_layers") else out
 
 
 def _weights_hash(model) -> str:

@@ -556,7 +556,8 @@ class TileCache:
 
     @staticmethod
     def _keys(layers, arch: ArchSpec):
-        lk = tuple((L.name,) + _layer_shape(L) for L in layers)
+        lk = tuple((L.name,) + _layer_shape(L) for L in layers) + tuple(
+            (o.name, o.op, o.elems, o.in_elems, o.window, o.inputs, o.output) for o in getattr(layers, "vector_ops", ()))
         dump = arch.model_dump(mode="json")
         return lk, json.dumps({k: v for k, v in dump.items() if k not in NOT_MAPPING}, sort_keys=True)
 

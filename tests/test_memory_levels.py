@@ -266,3 +266,22 @@ def test_the_trace_has_an_occupancy_counter_per_shared_level(tmp_path):
     events = json.loads((tmp_path / "t.json").read_text())["traceEvents"]
     levels = [e["args"]["bytes"] for e in events if e.get("name") == "buffer global (bytes)"]
     assert len(levels) == len(L) and max(levels) > 0
+
+
+def test_a_workload_with_other_layers_keeps_its_dag(resnet18):
+    import copy
+
+    layers = [copy.copy(L) for L in resnet18]
+    w = resnet18.with_layers(layers)
+    assert list(w) == layers and w.tensors == resnet18.tensors
+    assert [o.name for o in w.ops] == [o.name for o in resnet18.ops]
+    assert all(a is b for a, b in zip(w.vector_ops, resnet18.vector_ops))
+
+
+def test_the_global_buffer_study_validates_and_its_base_runs_the_dag():
+    from archsim.study import load_study
+
+    study = load_study("global_buffer")
+    assert study.archs == ["sa32_gb"]
+    r = simulate(trace(zoo.build("resnet20"), zoo.default_input("resnet20")), "sa32_gb")
+    assert any(row["op"] == "add" for row in r.layers)

@@ -138,3 +138,11 @@ class Workload(list):
     @property
     def vector_ops(self) -> list:
         return [o for o in self.ops if isinstance(o, VectorOp)]
+
+    def with_layers(self, layers: list) -> "Workload":
+        """The same DAG with each layer replaced by the one at its position in
+        `layers` (e.g. copies carrying other weight formats)."""
+        if len(layers) != len(self):
+            raise ValueError(f"{len(layers)} layers for a workload of {len(self)}")
+        new = {id(old): L for old, L in zip(self, layers)}
+        return Workload([new.get(id(o), o) for o in self.ops], self.tensors, self.inputs, self.outputs)
