@@ -59,10 +59,10 @@ def _settings_panel(ax, settings: list[dict], x_key: str, bars: list[tuple], acc
         handles += h
         labels += [h[0].get_label()]
         if acc_ref is not None:
-            ax2.axhspan(100 * acc_ref - 1, 100 * acc_ref, color=color("paper"), alpha=0.3, zorder=0)
-            h = ax2.axhline(100 * acc_ref, color="k", ls=":", lw=1, label="FP32 (band: within 1 point)")
-            handles.append(h)
-            labels.append(h.get_label())
+            for y, ls, label in ((100 * acc_ref, ":", "FP32 top-1"), (100 * acc_ref - 1, "--", "FP32 - 1 point")):
+                h = ax2.axhline(y, color="k", ls=ls, lw=1, label=label)
+                handles.append(h)
+                labels.append(label)
         ax2.set_ylabel("top-1 (%)")
     if chosen in xs:
         ax.axvspan(xs.index(chosen) - 0.45, xs.index(chosen) + 0.45, color="0.92", zorder=0)
