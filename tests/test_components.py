@@ -75,7 +75,7 @@ def test_buffer_blocks_producer_until_consumer_frees(env):
     ("os", 32, 32, 576, 576 + 32 + 32 - 2),
 ])
 def test_fold_timing_matches_scalesim_formula(df, rows, cols, stream, expect):
-    pe = SystolicArray(SimpleNamespace(rows=rows, cols=cols, dataflow=df, acc_bits=32), None)
+    pe = SystolicArray(SimpleNamespace(rows=rows, cols=cols, dataflow=df, acc_bits=32, fidelity="fold"), None)
     assert pe.chunk_cycles(stream, True, True) == expect
     # split into chunks, the fold still adds up to the formula
     parts = [stream // 3, stream // 3, stream - 2 * (stream // 3)]
