@@ -90,8 +90,14 @@ FORMATS = {
     "mvq": st.integers(1, 8).flatmap(lambda m: st.builds(
         F.MVQFormat, k=st.integers(1, 256), d=st.sampled_from([1, 2, 4, 8, 16]), codebook_bits=st.just(8),
         n=st.integers(1, m), m=st.just(m), mask_encoding=st.sampled_from(F.NM_MASK_ENCODINGS))),
+    # LLM VQ formats: decoded by the additive decoder of the llm_* designs (1 MiB codebook buffer)
+    "aqlm": st.builds(F.AdditiveVQFormat, k=st.sampled_from([16, 256]), d=st.sampled_from([4, 8]),
+                      n_codebooks=st.integers(1, 2), run_len=st.integers(0, 20)),
+    "lcvq": st.builds(F.LargeCodebookVQFormat, k=st.sampled_from([256, 4096]), d=st.sampled_from([4, 8]),
+                      residual_k=st.sampled_from([0, 16]), run_len=st.integers(0, 20)),
 }
-DECODED = {"vq", "ssvq", "mvq"}
+# the base architecture whose codebook buffer and decoder rebuild each decoded format
+DECODED = {"vq": "vq32_ws", "ssvq": "ssvq32_ws", "mvq": "vq32_ws", "aqlm": "llm_edge", "lcvq": "llm_edge"}
 
 
 def test_every_weight_format_has_a_strategy():
@@ -125,7 +131,7 @@ PE_KINDS = {"systolic": systolic_overrides, "ews": ews_overrides, "nm_systolic":
 
 
 @st.composite
-def archs(draw, decoded: bool):
+def archs(draw, base: str):
     kind = draw(st.sampled_from(sorted(PE_KINDS)))
     ov = [f"pe_array.kind={kind}"] + PE_KINDS[kind](draw)
     bw = draw(st.floats(0.5, 256, allow_nan=False))
@@ -134,14 +140,14 @@ def archs(draw, decoded: bool):
         # 2^6 B (usually too small: an allowed refusal) up to 4 MiB
         ov.append(f"buffers.{buf}.capacity_bytes={draw(st.integers(6, 22).map(lambda e: 2 ** e))}")
         ov.append(f"buffers.{buf}.double_buffered={draw(st.booleans())}")
-    return load_arch("vq32_ws" if decoded else "sa32_ws", ov)
+    return load_arch(base, ov)
 
 
 @st.composite
 def cases(draw):
     fmt_name = draw(st.sampled_from(sorted(FORMATS)))
     fmt = draw(FORMATS[fmt_name])
-    arch = draw(archs(fmt_name in DECODED))
+    arch = draw(archs(DECODED.get(fmt_name, "sa32_ws")))
     layers = draw(st.lists(st.integers(0, 2), min_size=1, max_size=3).flatmap(
         lambda ks: st.tuples(*[any_layer(f"L{i}") for i in range(len(ks))])))
     layers = list(layers)
