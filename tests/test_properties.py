@@ -364,3 +364,45 @@ def test_found_more_bandwidth_with_a_fixed_loop_order_is_never_slower(mode):
     fast_arch = slow_arch.with_overrides(["dram.bandwidth_bytes_per_cycle=5.0"])
     slow, fast = simulate(layers, slow_arch), simulate(layers, fast_arch)
     assert fast[1].total_cycles <= slow[1].total_cycles
+
+
+# ---------------------------------------------------------------- shared memory levels
+def _with_level(arch, capacity: int, serves=("weights", "activations", "psums")):
+    level = {"name": "global", "capacity_bytes": capacity, "word_bits": 128, "bytes_per_cycle": 64,
+             "serves": list(serves)}
+    return arch.with_overrides([f"memory.levels=[{level}]".replace("'", ""), "memory.retain_activations=true"])
+
+
+def _moved(stats) -> dict:
+    out: dict = {}
+    for ls in stats.layers:
+        for k, v in ls.transfer_bytes.items():
+            out[k] = out.get(k, 0) + v
+    return out
+
+
+@given(cases(), st.integers(10, 24), st.integers(1, 4))
+def test_a_shared_level_conserves_bytes_and_never_adds_dram_traffic(case, log_capacity, grow):
+    """Every mapper x datapath with a global buffer: reservations balanced,
+    the allocation within capacity at every op, every byte a private buffer
+    receives comes from DRAM or the level and adds up to what it received
+    without the level, no layer reads more from DRAM, and more capacity
+    never raises DRAM traffic."""
+    layers, arch = case
+    base = simulate(layers, arch)
+    if base is None:
+        return
+    _, base_stats, _ = base
+    traffic = []
+    for capacity in (2 ** log_capacity, 2 ** (log_capacity + grow)):
+        g, stats, _ = simulate(layers, _with_level(arch, capacity))
+        g.graph["allocation"].check()
+        assert all(v == 0 for v in stats.buffer_end_bytes.values())
+        moved = _moved(stats)
+        for buf in ("weight", "input", "output"):
+            got = moved.get(f"dram->{buf}", 0) + moved.get(f"global->{buf}", 0)
+            assert got == sum(ls.dram_read_by_buffer.get(buf, 0) for ls in base_stats.layers), buf
+        for ls, b in zip(stats.layers, base_stats.layers):
+            assert ls.dram_read_bytes <= b.dram_read_bytes and ls.dram_write_bytes <= b.dram_write_bytes
+        traffic.append(sum(ls.dram_read_bytes + ls.dram_write_bytes for ls in stats.layers))
+    assert traffic[1] <= traffic[0]
