@@ -340,3 +340,36 @@ def _dag_activations(ops, wl, fused, act_bytes) -> dict:
     for e in out.values():
         e[2] = max(e[2], e[1])
     return {k: tuple(v) for k, v in out.items()}
+
+
+class AddressSpace:
+    """DRAM addresses of the tensors of one run (with a DRAM model that has
+    banks): each tensor gets a base in one address space on first use, at a
+    row (8 KiB) boundary, and its tiles follow each other from that base in
+    the order the nest moves them, wrapping at the tensor's size (a re-read
+    tile is read again from where it lies). Layouts: weights [N][K]
+    row-major, one row per output channel (a tile covering part of the
+    reduction is strided, LayerTiler.load(rows=...)); activations NHWC,
+    moved in whole rows of pixels (sequential). Sizes come from the
+    allocator's candidates; a tensor it does not know is sized by its first
+    transfer."""
+
+    ALIGN = 8192
+
+    def __init__(self, sizes: dict[str, int]):
+        self.sizes = dict(sizes)
+        self.base: dict[str, int] = {}
+        self.offset: dict[str, int] = {}
+        self.top = 0
+
+    def next(self, name: str, nbytes: int) -> int:
+        """The address of the next `nbytes` of tensor `name`."""
+        if name not in self.base:
+            size = max(self.sizes.get(name, nbytes), nbytes, 1)
+            self.sizes[name] = size
+            self.base[name] = self.top
+            self.top += -(-size // self.ALIGN) * self.ALIGN
+            self.offset[name] = 0
+        off = self.offset[name]
+        self.offset[name] = (off + nbytes) % self.sizes[name]
+        return self.base[name] + off

@@ -45,7 +45,7 @@ from collections import OrderedDict
 
 import networkx as nx
 
-from archsim.allocator import Router, allocate, op_tensors
+from archsim.allocator import AddressSpace, Router, allocate, op_tensors
 from archsim.config import ArchSpec
 from archsim.ir.errors import ArchsimError
 from archsim.gc_pause import gc_paused
@@ -98,12 +98,12 @@ class LayerTiler:
     architecture, and the node factory it emits through."""
 
     def __init__(self, b: _Builder, arch: ArchSpec, pe, layer: LayerSpec, li: int,
-                 prev_store: int | None, decoder_cls=None, router=None, tensors=None):
+                 prev_store: int | None, decoder_cls=None, router=None, tensors=None, addresses=None):
         self.b, self.arch, self.pe, self.layer, self.li = b, arch, pe, layer, li
         # shared memory levels: where each transfer goes (None: every transfer is to/from DRAM)
         self.router, self.tensors = router, tensors or {}
-        # a DRAM with banks times a strided tile by its layout (the pipe does not look)
-        self.banked_dram = arch.dram.kind != "dram"
+        # a DRAM with banks gets each transfer's address and times a strided tile by its layout
+        self.addresses = addresses
         self.prev_store = prev_store
         self.first_act_dep = prev_store  # the first activation load waits for the previous layer
         self.act_bits = arch.pe_array.act_bits
@@ -162,20 +162,22 @@ class LayerTiler:
         if act_dep or self.layer.op == "matmul":
             deps = tuple(deps) + (self.first_act_dep,)
             self.first_act_dep = None
-        extra = {}
-        if rows is not None and self.banked_dram:
-            extra["addr"] = (0,) + tuple(rows)
+        name = self.tensors.get("psum" if unit == "dma.output" else buf)
         if self.router is not None:
-            return self._routed_load(buf, nbytes, deps, unit, extra)
-        return self.b.add("load", unit or f"dma.{buf}", self.li, deps, bytes=nbytes, buf=buf,
-                          alloc=((buf, nbytes),), sram=((buf, 0, nbytes),), **extra)
-
-    def _routed_load(self, buf, nbytes, deps, unit, extra):
-        role = "psum" if unit == "dma.output" else buf
-        r = self.router.load(self.tensors.get(role), nbytes, buf)
-        sram = ((buf, 0, nbytes),) + ((r.pop("level_sram"),) if "level_sram" in r else ())
+            r = self.router.load(name, nbytes, buf)
+            sram = ((buf, 0, nbytes),) + ((r.pop("level_sram"),) if "level_sram" in r else ())
+        else:
+            r, sram = {"bytes": nbytes}, ((buf, 0, nbytes),)
+        if self.addresses is not None and r["bytes"]:
+            r.update(self._address(name or f"{self.layer.name}:{buf}", r["bytes"], rows))
         return self.b.add("load", unit or f"dma.{buf}", self.li, deps, buf=buf, alloc=((buf, nbytes),),
-                          sram=sram, **r, **extra)
+                          sram=sram, **r)
+
+    def _address(self, name: str, nbytes: int, rows=None) -> dict:
+        """Node attributes: the tensor and the DRAM address of its next `nbytes`
+        ((base, row_bytes, stride, rows) for a strided tile)."""
+        base = self.addresses.next(name, nbytes)
+        return {"tensor": name, "addr": (base,) + tuple(rows) if rows is not None else base}
 
     def decode(self, deps, n_weights: int, read_bytes: int) -> int:
         """Rebuild n_weights from the weight buffer's compressed tile."""
@@ -198,12 +200,15 @@ class LayerTiler:
         """Write `nbytes` back (the layer's output, or spilled partial sums
         with `psum`), freeing `free_psum` of output room."""
         sram = (("output", free_psum, sram_write),)
-        if self.router is None:
+        if self.router is None and self.addresses is None:
             return self.b.add("store", "writeback", self.li, (dep,), bytes=nbytes, buf="output",
                               free=(("output", free_psum),), sram=sram)
-        r = self.router.store(self.tensors.get("psum" if psum else "output"), nbytes)
+        name = self.tensors.get("psum" if psum else "output")
+        r = self.router.store(name, nbytes) if self.router is not None else {"bytes": nbytes}
         if "level_sram" in r:
             sram += (r.pop("level_sram"),)
+        if self.addresses is not None and r["bytes"]:
+            r.update(self._address(name or f"{self.layer.name}:{'psums' if psum else 'out'}", r["bytes"]))
         return self.b.add("store", "writeback", self.li, (dep,), buf="output", free=(("output", free_psum),),
                           sram=sram, **r)
 
@@ -367,6 +372,9 @@ class _Recording:
             d["layer"] = li
             if "tensor" in d:
                 d["tensor"] = rename.get(d["tensor"], d["tensor"])
+                if "addr" in d:
+                    base = t.addresses.next(d["tensor"], d["bytes"])
+                    d["addr"] = (base,) + d["addr"][1:] if isinstance(d["addr"], tuple) else base
             b.nodes.append(d)
         if t.router is not None:
             for role in self.placed:
@@ -404,21 +412,24 @@ def _tile(layers: list[LayerSpec], arch: ArchSpec) -> TileGraph:
     dag_ops = getattr(layers, "ops", None)
     ops = list(dag_ops) if vu is not None and dag_ops else list(layers)
     fused = {op.name for op in ops if isinstance(op, VectorOp) and op.after_gemm and op.op in arch.vector_unit.fused}
-    router, roles, alloc = None, [{}] * len(ops), None
-    if arch.memory.levels:
+    router, roles, alloc, addresses = None, [{}] * len(ops), None, None
+    if arch.memory.levels or arch.dram.kind != "dram":
         weight_reads = None
         if not arch.memory.pin_weights and any("weights" in lv.serves for lv in arch.memory.levels):
             weight_reads = _weight_reads(ops, arch, pe, decoder_cls)
         candidates, roles = op_tensors(ops, arch, layers, fused, weight_reads)
-        alloc = allocate(candidates, len(ops), arch)
-        router = Router(alloc)
+        if arch.memory.levels:
+            alloc = allocate(candidates, len(ops), arch)
+            router = Router(alloc)
+        if arch.dram.kind != "dram":  # the pipe does not look at addresses
+            addresses = AddressSpace({t.name: t.bytes for t in candidates})
     for li, L in enumerate(ops):
         if isinstance(L, VectorOp):
             prev_store = _tile_vector_op(b, vu, L, li, prev_store, router, roles[li], L.name in fused,
                                          arch.pe_array.act_bits)
             summaries.append(_vector_summary(L, vu, L.name in fused))
             continue
-        t = LayerTiler(b, arch, pe, L, li, prev_store, decoder_cls, router, roles[li])
+        t = LayerTiler(b, arch, pe, L, li, prev_store, decoder_cls, router, roles[li], addresses)
         _load_side_data(b, t, arch, prev_decode_end)
         first_node, first_edge, first_choice = len(b.nodes), len(b.edges), len(b.dram_choices)
         key = _layer_key(L, t) if pe.layers_independent else None

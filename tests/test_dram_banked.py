@@ -258,3 +258,31 @@ def test_the_report_gives_each_layer_its_row_hits_bandwidth_and_read_latency():
         assert 0 <= d["row_hit_rate"] <= 1 and 0 < d["bandwidth_fraction"] <= 1
         assert d["mean_read_latency_cycles"] > 0
     assert "dram" not in simulate("resnet20", "sa32_ws").layer_counters[0]  # the pipe has no banks to report
+
+
+def test_every_dram_transfer_of_a_run_has_an_address_in_its_tensor():
+    from archsim.config import load_arch
+    from archsim.tiling import tile
+    from workloads import zoo
+    from workloads.compile import trace
+
+    layers = trace(zoo.build("resnet20"), zoo.default_input("resnet20"))
+    # a small weight buffer: fold groups cover part of a layer's reduction
+    g = tile(layers, load_arch("sa32_ws", ["dram={kind: banked_dram, preset: ddr4_3200}",
+                                           "buffers.weight.capacity_bytes=4096"]))
+    spans: dict = {}  # tensor -> (lowest, highest address)
+    for _, a in g.nodes(data=True):
+        if a["kind"] in ("load", "store") and a["bytes"] and a["unit"] != "dma.side":
+            addr = a["addr"][0] if isinstance(a["addr"], tuple) else a["addr"]
+            lo, hi = spans.get(a["tensor"], (addr, addr))
+            spans[a["tensor"]] = (min(lo, addr), max(hi, addr))
+    # tensors do not overlap in the address space, and every layer's weights have one
+    ranges = sorted(spans.values())
+    assert all(a[1] < b[0] for a, b in zip(ranges, ranges[1:]))
+    assert {f"{L.name}:weights" for L in layers} <= set(spans)
+    # a ws fold group that covers part of K is strided: one row of the group per output channel
+    strided = [a["addr"] for _, a in g.nodes(data=True) if isinstance(a.get("addr"), tuple)]
+    assert strided and all(row < stride for _, row, stride, _ in strided)
+    # the pipe's graph carries no addresses (its fingerprints are the golden ones)
+    plain = tile(layers, load_arch("sa32_ws"))
+    assert not any("addr" in a for _, a in plain.nodes(data=True))
