@@ -320,7 +320,7 @@ def ssvq(model_name: str = "deit_tiny", budget: Budget = Budget(), n_test: int =
                     f"at 25.6 B/cycle; activations kept in a 1 MiB global buffer, weights streamed; "
                     f"{where(curves['on chip'])}", curves["on chip"], rule=rule)]
     return claims, {"budget": asdict(budget), "rule": rule, "fp32_top1": fp32, "chosen": _params_str(params),
-                    "settings": _public(rows), "area_breakdown": _area_breakdown(("ews64", "mvq64"))}
+                    "settings": _public(rows)}
 
 
 
