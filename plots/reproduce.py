@@ -1,6 +1,7 @@
 """Figures of `archsim reproduce PAPER`: one panel per headline claim, laid
 out as a grid, with the paper's value drawn as what the paper states: a
 range as a band, a single number as a line, never a bar at a midpoint.
+A claim measured over DRAM bandwidth (its "curve") is drawn as that curve.
 Optionally a last panel of the candidate settings the operating point was
 chosen from (a measured value per setting, with top-1 on a second axis).
 
@@ -32,9 +33,16 @@ def _claim_panel(ax, c: dict) -> None:
     else:
         ax.axhline(pv, color="0.35", ls="--", lw=1.5, label=f"paper: {pv:g}")
         top = max(pv, got)
-    ax.bar([0], [got], width=0.5, color=color("archsim"), label=f"archsim: {got:.3g}")
-    ax.set_xlim(-1, 1)
-    ax.set_xticks([])
+    if c.get("curve"):  # the measured value over DRAM bandwidth, the claimed point marked
+        xs = [float(k) for k in c["curve"]]
+        ax.plot(xs, list(c["curve"].values()), "o-", color=color("archsim"), label=f"archsim ({got:.3g} at the claim's point)")
+        ax.set_xscale("log")
+        ax.set_xlabel("DRAM bandwidth (B/cycle)")
+        top = max(top, *c["curve"].values())
+    else:
+        ax.bar([0], [got], width=0.5, color=color("archsim"), label=f"archsim: {got:.3g}")
+        ax.set_xlim(-1, 1)
+        ax.set_xticks([])
     lo = min(0.0, got, pv[0] if isinstance(pv, (list, tuple)) else pv)
     ax.set_ylim(lo * 1.15, top * 1.25 if top > 0 else 1.0)
     ax.set_ylabel(c["unit"])
