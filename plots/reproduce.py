@@ -35,7 +35,8 @@ def _claim_panel(ax, c: dict) -> None:
         top = max(pv, got)
     if c.get("curve"):  # the measured value over DRAM bandwidth, the claimed point marked
         xs = [float(k) for k in c["curve"]]
-        ax.plot(xs, list(c["curve"].values()), "o-", color=color("archsim"), label=f"archsim ({got:.3g} at the claim's point)")
+        ax.plot(xs, list(c["curve"].values()), "o-", color=color("archsim"),
+                label=f"archsim ({got:.3g} at the claim's point)")
         ax.set_xscale("log")
         ax.set_xlabel("DRAM bandwidth (B/cycle)")
         top = max(top, *c["curve"].values())
