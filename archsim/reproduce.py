@@ -311,7 +311,8 @@ def ssvq(model_name: str = "deit_tiny", budget: Budget = Budget(), n_test: int =
         return (f"reaches 3x at <= {max(reach):g} B/cycle" if reach else
                 f"does not reach 3x at any bandwidth tried ({min(SSVQ_BANDWIDTHS):g}-{max(SSVQ_BANDWIDTHS):g} B/cycle)")
 
-    wl, ours_arch = f"{model_name} (zoo, seeded random weights), batch 1", f"ssvq32_ws (SSVQ {_params_str(params)} + sign{acc_note})"
+    wl = f"{model_name} (zoo, seeded random weights), batch 1"
+    ours_arch = f"ssvq32_ws (SSVQ {_params_str(params)} + sign{acc_note})"
     claims = [Claim("speedup vs the 8-bit model", "x", 3.0, curves["off chip"]["25.6"], wl, ours_arch,
                     "sa32_ws (INT8)", f"at 25.6 B/cycle (LPDDR4 x64 at 1 GHz), activations through DRAM; "
                     f"{where(curves['off chip'])}", curves["off chip"], rule=rule),

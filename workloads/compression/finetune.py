@@ -705,7 +705,8 @@ def compress_finetuned(teacher: nn.Module, method: str, params: dict, calib, ste
         return ft
     key_doc = {"v": FINETUNE_VERSION, "teacher": model_digest(teacher), "method": method,
                "params": sorted((k, repr(v)) for k, v in params.items()), "steps": steps, "seed": seed,
-               "threads": torch.get_num_threads(), "options": sorted((k, repr(v)) for k, v in ft_kw.items()), "calib": _data_digest(batches),
+               "threads": torch.get_num_threads(), "options": sorted((k, repr(v)) for k, v in ft_kw.items()),
+               "calib": _data_digest(batches),
                "val": _data_digest([val]) if val is not None else None}
     key = hashlib.sha256(json.dumps(key_doc).encode()).hexdigest()
     path = (Path(cache_dir) if cache_dir not in (None, True) else default_cache_dir()) / key[:2] / f"{key}.pt"
