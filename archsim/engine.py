@@ -56,7 +56,9 @@ class _Machine:
             # the vector unit's operand buffer: room for two chunks (double buffered)
             spec = SimpleNamespace(capacity_bytes=2 * arch.vector_unit.buffer_bytes, word_bits=64)
             self.buffers["vector"] = create("buffer", "sram", env, spec, "vector")
-        self.execute = {"load": self._load, "store": store, "compute": self.pe.execute,
+        # the plain pipe needs neither a level lookup nor an address per load (the common, fast case)
+        load = self._load if self.levels or arch.dram.kind != "dram" else self._dram_load
+        self.execute = {"load": load, "store": store, "compute": self.pe.execute,
                         "decode": self.decoder.execute if self.decoder else None,
                         "codebook_load": self.codebook.execute if self.codebook else None,
                         "vector": self._vector}
@@ -64,6 +66,9 @@ class _Machine:
     @staticmethod
     def _vector(env, node):
         return env.timeout(node["cycles"])
+
+    def _dram_load(self, env, node):
+        return self.dram.read(node["bytes"])
 
     def _load(self, env, node):
         src = node.get("src")  # a tile read wholly from a shared level (archsim.allocator.Router)

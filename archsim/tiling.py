@@ -162,6 +162,9 @@ class LayerTiler:
         if act_dep or self.layer.op == "matmul":
             deps = tuple(deps) + (self.first_act_dep,)
             self.first_act_dep = None
+        if self.router is None and self.addresses is None:  # the common case: every transfer is to/from DRAM
+            return self.b.add("load", unit or f"dma.{buf}", self.li, deps, bytes=nbytes, buf=buf,
+                              alloc=((buf, nbytes),), sram=((buf, 0, nbytes),))
         name = self.tensors.get("psum" if unit == "dma.output" else buf)
         if self.router is not None:
             r = self.router.load(name, nbytes, buf)
