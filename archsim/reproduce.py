@@ -438,7 +438,6 @@ def pqa(model_name: str = "resnet20", budget: Budget = Budget(), n_test: int = 1
                             note=note, rule=rule))
     details.update(budget=asdict(budget), rule=rule, fp32_top1=acc.fp32, chosen=chosen["setting"],
                    settings=_public(rows), all_claims=[asdict(c) for c in claims])
-    details.pop("accuracy_fmnist", None)
     return head, details
 
 
