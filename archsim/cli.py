@@ -493,7 +493,7 @@ def cmd_explore(args) -> int:
     n = grid_size(study)
     total = min(study.trials, n) if n else study.trials
     w = study.workload
-    what = w.checkpoint or w.model or Path(w.topology).stem
+    what = w.checkpoint or w.model or Path(w.topology or w.onnx).stem
     print(f"study {study.name}: {total} points of {what} (batch {w.batch}), "
           f"objectives {', '.join(study.objectives)} -> {args.out}")
     args.interrupted = (f"the finished points are saved in {args.out}; run the same command again to resume "

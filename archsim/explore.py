@@ -209,7 +209,7 @@ def check_study_size(study: Study) -> None:
     """Refuse, before any work, a study whose batch cannot be traced in this
     machine's memory or simulated in reasonable time on its smallest array
     (archsim.sizing), naming workload.batch."""
-    if study.workload.batch == 1 or study.workload.topology is not None:
+    if study.workload.batch == 1 or study.workload.topology is not None or study.workload.onnx is not None:
         return
     from .config import load_arch
     from .sizing import check_batch
@@ -257,6 +257,11 @@ class Workload:
 
             self.layers = read_topology(w.topology)
             self.model_id = "topology:" + hashlib.sha256(Path(w.topology).read_bytes()).hexdigest()[:16]
+        elif w.onnx is not None:
+            from workloads.onnx_import import load_onnx
+
+            self.layers = load_onnx(w.onnx, batch=w.batch)
+            self.model_id = "onnx:" + hashlib.sha256(Path(w.onnx).read_bytes()).hexdigest()[:16]
         else:
             from workloads.compile import trace
 
@@ -318,8 +323,8 @@ class Workload:
     def _compute(self, method: str, params: dict) -> dict:
         need_acc = self.study.needs_accuracy()
         if method != "none" and self._model is None:
-            raise ArchsimError("compression needs a model, not a topology", file=self.study.path,
-                               field="workload")
+            raise ArchsimError("compression needs a torch model, not a topology or an ONNX file",
+                               file=self.study.path, field="workload")
         formats, model = {}, self._model
         if method != "none":
             from workloads.compression import CompressionError, compress

@@ -2,7 +2,7 @@
 architecture (unknown keys are errors, every mistake names file and field).
 
     name: r18_arrays
-    workload: {model: resnet18}            # or {topology: file.csv}, or {checkpoint: fmnist_cnn}
+    workload: {model: resnet18}            # or {topology: file.csv}, {onnx: model.onnx}, or {checkpoint: fmnist_cnn}
                                            # (trained, with its test set; finetune_steps: 200
                                            # fine-tunes each compression setting before scoring it)
     archs: [sa32_ws]                       # base architectures
@@ -69,6 +69,7 @@ class Param(ComponentSpec):
 class Workload(ComponentSpec):
     model: Optional[str] = None
     topology: Optional[str] = None
+    onnx: Optional[str] = Field(None, description="an ONNX file (workloads.onnx_import): hardware only")
     checkpoint: Optional[Literal["fmnist_cnn", "resnet20_fmnist", "vit_fmnist"]] = Field(
         None, description="a trained model shipped with archsim; its real test set gives accuracy")
     batch: PositiveInt = 1
@@ -80,9 +81,9 @@ class Workload(ComponentSpec):
 
     @model_validator(mode="after")
     def _one_source(self):
-        given = [k for k in ("model", "topology", "checkpoint") if getattr(self, k) is not None]
+        given = [k for k in ("model", "topology", "onnx", "checkpoint") if getattr(self, k) is not None]
         if len(given) != 1:
-            raise ValueError("give exactly one of model, topology, checkpoint")
+            raise ValueError("give exactly one of model, topology, onnx, checkpoint")
         return self
 
 
@@ -236,6 +237,8 @@ def check_study(study: Study) -> None:
                                field="workload.model")
     if w.topology is not None and not Path(w.topology).is_file():
         raise ArchsimError(f"no such topology file {w.topology!r}", file=src, field="workload.topology")
+    if w.onnx is not None and not Path(w.onnx).is_file():
+        raise ArchsimError(f"no such ONNX file {w.onnx!r}", file=src, field="workload.onnx")
     bases = {}
     for i, name in enumerate(study.archs):
         try:

@@ -292,3 +292,15 @@ def test_cli_run_onnx_errors_are_one_line(tmp_path, capsys):
         assert main(["run", *argv, "--out", str(tmp_path), "--quiet"]) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and err.startswith("archsim: error: ") and what in err
+
+
+def test_a_study_takes_an_onnx_workload(exported, tmp_path, capsys):
+    study = tmp_path / "s.yaml"
+    study.write_text(f"name: onnx_study\nworkload: {{onnx: {exported('resnet20', TRAINING)}}}\narchs: [sa32_ws]\n"
+                     "space:\n  pe_array.rows: {choices: [16, 32]}\nobjectives: [latency, energy]\n"
+                     "sampler: grid\ntrials: 2\n")
+    assert main(["explore", str(study), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    assert "2 points, 2 feasible" in capsys.readouterr().out
+    study.write_text("name: s\nworkload: {onnx: missing.onnx}\nobjectives: [latency]\n")
+    assert main(["validate", str(study)]) == 2
+    assert "workload.onnx" in capsys.readouterr().err
