@@ -311,7 +311,13 @@ def check_out_file(path, flag: str) -> Path:
 def cmd_run(args) -> int:
     from archsim.api import simulate
     from archsim.config import load_arch
+    from archsim.llm import cli_run, is_llm
 
+    if is_llm(args.model) and not args.topology and not args.onnx:
+        return cli_run(args)  # prefill + decode (archsim/llm.py)
+    if args.prompt is not None:
+        raise ArchsimError(f"{args.model} is not an LLM preset; --prompt applies to LLM presets only",
+                           field="--prompt")
     arch = load_arch(args.arch, args.set)
     check_out_dir(args.out, "--out")
     if args.trace:
@@ -642,6 +648,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write the simulation as a Chrome/Perfetto timeline (ui.perfetto.dev, chrome://tracing)")
     r.add_argument("--trace-layers", metavar="NAME,NAME",
                    help="with --trace: only these layers' slices (keeps the file small)")
+    r.add_argument("--prompt", type=int, metavar="N",
+                   help="LLM presets (llama2-7b, tinyllama-1.1b, llama3-8b, opt-1.3b): prompt tokens of the "
+                        "prefill (default 512)")
+    r.add_argument("--generate", type=int, default=128, metavar="N",
+                   help="LLM presets: tokens generated, the first by the prefill (default 128)")
+    r.add_argument("--kv", default="int8", metavar="FORMAT",
+                   help="LLM presets: KV cache format, fp16, int8, int8-head, int4 or int4-head (default int8)")
     r.add_argument("--explain-memory", nargs="?", type=int, const=64 * 1024, default=0, metavar="MIN_BYTES",
                    help="say where each tensor of at least MIN_BYTES (default 65536) lived in the memory levels, "
                         "why, and the bytes it moved between them")

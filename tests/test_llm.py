@@ -259,3 +259,13 @@ def test_blocks_in_different_formats_replay_per_distinct_block():
     assert "2 distinct block(s)" in fast.notes[-1] and fast.weights == "compressed: aqlm,dense"
     for f in ("ttft_ms", "tpot_ms", "energy_per_token_uj"):
         assert getattr(fast, f) == pytest.approx(getattr(full, f), rel=0.01), f
+
+
+def test_archsim_run_llm_flags(tmp_path, capsys):
+    from archsim.cli import main
+
+    assert main(["run", "--model", "llama-tiny", "--arch", EDGE, "--prompt", "8", "--generate", "3",
+                 "--kv", "int4", "--out", str(tmp_path), "-q"]) == 0
+    assert "TPOT" in capsys.readouterr().out
+    assert main(["run", "--model", "llama-tiny", "--arch", EDGE, "--prompt", "0", "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
