@@ -514,6 +514,13 @@ def cmd_explore(args) -> int:
                    f"{err or format_metrics(metrics)}")
         pbar.update(1)
 
+    # A query cut off by Ctrl-C makes SQLAlchemy log "Error closing cursor" with a
+    # traceback when the storage closes; its errors still raise, and the CLI says
+    # in one line what was interrupted.
+    import logging
+
+    logging.getLogger("sqlalchemy").addHandler(logging.NullHandler())
+    logging.getLogger("sqlalchemy").propagate = False
     interrupted = False
     try:
         ostudy = explore(study, args.out, executor, on_point=on_point)
