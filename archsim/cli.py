@@ -509,10 +509,24 @@ def cmd_explore(args) -> int:
 
     pbar = bars.bar(total=total, desc="study", unit="point", leave=True)
 
+    # Ctrl-C is taken between points: a KeyboardInterrupt that lands in a finalizer
+    # (SQLAlchemy cleans its ORM state in GC callbacks) is printed and swallowed by
+    # Python, and the study would run on. A second Ctrl-C interrupts at once.
+    import signal
+
+    asked: list = []
+
+    def on_sigint(signum, frame):
+        if asked:
+            raise KeyboardInterrupt
+        asked.append(signum)
+
     def on_point(number, params, metrics, err):
         bars.write(f"  #{number} {' '.join(f'{k}={v}' for k, v in params.items())}: "
                    f"{err or format_metrics(metrics)}")
         pbar.update(1)
+        if asked:
+            raise KeyboardInterrupt
 
     # A query cut off by Ctrl-C makes SQLAlchemy log "Error closing cursor" with a
     # traceback when the storage closes; its errors still raise, and the CLI says
@@ -522,12 +536,16 @@ def cmd_explore(args) -> int:
     logging.getLogger("sqlalchemy").addHandler(logging.NullHandler())
     logging.getLogger("sqlalchemy").propagate = False
     interrupted = False
+    previous = signal.signal(signal.SIGINT, on_sigint)
     try:
         ostudy = explore(study, args.out, executor, on_point=on_point)
+        if asked:  # pressed while the last point ran: the study is complete, and saved
+            raise KeyboardInterrupt
     except KeyboardInterrupt:
         interrupted = True  # cut the running points off instead of waiting for them
         raise
     finally:
+        signal.signal(signal.SIGINT, previous)
         pbar.close()
         executor.close(interrupted=interrupted)
     df = results_dataframe(ostudy)

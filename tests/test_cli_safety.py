@@ -180,8 +180,11 @@ def test_ctrl_c_says_what_was_saved_and_exits_130(tmp_path, cmd):
         study = _study(tmp_path, workload={"model": "resnet20"},
                        space={"pe_array.rows": {"choices": [8, 16, 32, 64]}, "pe_array.cols": {"choices": [8, 16]}})
         argv = ["explore", str(study), "--out", str(tmp_path / "o"), "--workers", "1"]
+    # SIGINT back to its default in the child: a test run started in the background by a
+    # shell (CI scripts, `cmd &`) inherits SIGINT ignored, and Python then never raises KeyboardInterrupt
     proc = subprocess.Popen([sys.executable, "-u", "-m", "archsim", *argv, "-q"], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         for line in proc.stdout:  # interrupted after its first point, with more to go
             if "simulated" in line or line.startswith("  #"):
