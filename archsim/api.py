@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable, Union
 
-from . import progress
+from .ir import progress
 from .config import DEFAULT_ARCH, ArchSpec, load_arch
 from .energy import EnergyModel, EnergyTable
 from .engine import run

@@ -10,7 +10,7 @@ import tempfile
 import unicodedata
 from pathlib import Path
 
-from . import progress
+from .ir import progress
 from .ir.errors import ArchsimError
 from .sizing import MAX_FOLDS, fold_estimate  # noqa: F401  (their home is archsim.sizing)
 
@@ -505,7 +505,7 @@ def cmd_explore(args) -> int:
     args.interrupted = (f"the finished points are saved in {args.out}; run the same command again to resume "
                         f"(points cut off run again)")
 
-    from archsim import progress as bars
+    from archsim.ir import progress as bars
 
     pbar = bars.bar(total=total, desc="study", unit="point", leave=True)
 

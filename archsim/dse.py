@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 from typing import Callable, Iterable
 
-from . import progress
+from .ir import progress
 from .config import load_arch, resolve_arch_path
 from .ir.errors import ArchsimError
 from .version import COST_MODEL_VERSION, __version__

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-from . import progress
+from .ir import progress
 from .claims import Claim
 from .ir.errors import ArchsimError
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from archsim import progress
+from archsim.ir import progress
 from archsim.cli import main
 
 TOPOLOGY = Path(__file__).resolve().parent / "data" / "scalesim" / "inputs" / "resnet18_sympad.csv"

@@ -7,6 +7,8 @@ data, with no simulator behind it.
   formats     WeightFormat and its kinds: what compression produced, as data
               (storage bits, bytes per tile, side data, decode work)
   errors      ArchsimError: the one error type for a user's mistake
+  progress    the progress bars every long stage draws (a leaf utility both
+              sides use: compression in workloads, tiling and studies here)
 
 `workloads/` (models, compression, compile, importers) imports only this
 package from archsim; the simulator (tiling, allocator, engine, components)

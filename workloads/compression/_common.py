@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from archsim import progress
+from archsim.ir import progress
 from archsim.ir.errors import ArchsimError
 
 

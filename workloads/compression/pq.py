@@ -59,7 +59,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from archsim import progress
+from archsim.ir import progress
 
 from archsim.ir.formats import PQFormat
 from ._common import (CompressionError, CompressionResult, kmeans_faiss, quant_sym, sym_scale, summarize,
