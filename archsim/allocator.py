@@ -59,15 +59,61 @@ class Allocation:
     capacity: dict[str, int] = field(default_factory=dict)
     by_role: dict = field(default_factory=dict)  # (level, role) -> bytes of that role held during each op
     arch: ArchSpec | None = None
+    levels: list = field(default_factory=list)   # the shared levels, innermost first
+    n_ops: int = 0
 
     def place(self, t: TensorPlan):
         """Keep `t` in the innermost level serving its role with room over its
         whole lifetime (within the role's quota), else leave it in DRAM with
         the reason."""
-        _place(self, t)
+        self._decide(t, commit=True)
 
     def would_place(self, t: TensorPlan) -> str:
-        return _place(self, t, commit=False)
+        return self._decide(t, commit=False)
+
+    def _decide(self, t: TensorPlan, commit: bool) -> str:
+        """The level `t` goes to ('dram' if none); with `commit`, record it."""
+        mem, n_ops = self.arch.memory, self.n_ops
+        if commit:
+            t.decided = True
+        if not t.keep:
+            return "dram"
+        if t.role == "activations" and not mem.retain_activations:
+            if commit:
+                t.reason = "memory.retain_activations is off"
+            return "dram"
+        servers = [lv for lv in self.levels if t.role in lv.serves]
+        if not servers:
+            if commit:
+                t.reason = f"no level serves {t.role}"
+            return "dram"
+        span = range(t.first, t.last + 1)
+        why = []
+        for lv in servers:
+            occ = self.occupancy[lv.name]
+            free = lv.capacity_bytes - max(occ[i] for i in span)
+            role_occ = self.by_role.setdefault((lv.name, t.role), [0] * n_ops)
+            quota = lv.quotas.get(t.role)
+            if quota is not None:
+                free = min(free, int(quota * lv.capacity_bytes) - max(role_occ[i] for i in span))
+            else:
+                # roles without a quota share what the quotas leave
+                reserved = sum(int(q * lv.capacity_bytes) for q in lv.quotas.values())
+                unquoted = [r for r in lv.serves if r not in lv.quotas]
+                held = [sum(self.by_role.get((lv.name, r), [0] * n_ops)[i] for r in unquoted) for i in span]
+                free = min(free, lv.capacity_bytes - reserved - max(held))
+            if t.bytes <= free:
+                if commit:
+                    for i in span:
+                        occ[i] += t.bytes
+                        role_occ[i] += t.bytes
+                    t.level = lv.name
+                    t.reason = f"fits in {lv.name} over ops {t.first}..{t.last}"
+                return lv.name
+            why.append(f"{lv.name} has {max(free, 0):,} B free over ops {t.first}..{t.last}, needs {t.bytes:,} B")
+        if commit:
+            t.reason = "; ".join(why)
+        return "dram"
 
     def level_of(self, name: str) -> str:
         t = self.tensors.get(name)
@@ -102,59 +148,13 @@ def allocate(candidates: list[TensorPlan], n_ops: int, arch: ArchSpec) -> Alloca
     first spills them (Allocation.place, from the Router), in the room the
     other tensors leave at that op, so a layer that never spills holds none."""
     alloc = Allocation(occupancy={lv.name: [0] * n_ops for lv in arch.memory.levels},
-                       capacity={lv.name: lv.capacity_bytes for lv in arch.memory.levels})
-    alloc.arch = arch
+                       capacity={lv.name: lv.capacity_bytes for lv in arch.memory.levels},
+                       arch=arch, levels=_levels_innermost_first(arch), n_ops=n_ops)
     for t in candidates:
         alloc.tensors[t.name] = t
         if t.role != "psums":
             alloc.place(t)
     return alloc
-
-
-def _place(alloc: "Allocation", t: TensorPlan, commit: bool = True) -> str:
-    """The level `t` goes to ('dram' if none); with `commit`, record it."""
-    mem = alloc.arch.memory
-    n_ops = len(next(iter(alloc.occupancy.values())))
-    if commit:
-        t.decided = True
-    if not t.keep:
-        return "dram"
-    if t.role == "activations" and not mem.retain_activations:
-        if commit:
-            t.reason = "memory.retain_activations is off"
-        return "dram"
-    servers = [lv for lv in _levels_innermost_first(alloc.arch) if t.role in lv.serves]
-    if not servers:
-        if commit:
-            t.reason = f"no level serves {t.role}"
-        return "dram"
-    span = range(t.first, t.last + 1)
-    why = []
-    for lv in servers:
-        occ = alloc.occupancy[lv.name]
-        free = lv.capacity_bytes - max(occ[i] for i in span)
-        role_occ = alloc.by_role.setdefault((lv.name, t.role), [0] * n_ops)
-        quota = lv.quotas.get(t.role)
-        if quota is not None:
-            free = min(free, int(quota * lv.capacity_bytes) - max(role_occ[i] for i in span))
-        else:
-            # roles without a quota share what the quotas leave
-            reserved = sum(int(q * lv.capacity_bytes) for q in lv.quotas.values())
-            unquoted = [r for r in lv.serves if r not in lv.quotas]
-            held = [sum(alloc.by_role.get((lv.name, r), [0] * n_ops)[i] for r in unquoted) for i in span]
-            free = min(free, lv.capacity_bytes - reserved - max(held))
-        if t.bytes <= free:
-            if commit:
-                for i in span:
-                    occ[i] += t.bytes
-                    role_occ[i] += t.bytes
-                t.level = lv.name
-                t.reason = f"fits in {lv.name} over ops {t.first}..{t.last}"
-            return lv.name
-        why.append(f"{lv.name} has {max(free, 0):,} B free over ops {t.first}..{t.last}, needs {t.bytes:,} B")
-    if commit:
-        t.reason = "; ".join(why)
-    return "dram"
 
 
 class Router:
@@ -202,11 +202,12 @@ class Router:
             r["src"], r["level_bytes"] = lv, nbytes
         return r
 
-    def store(self, name: str | None, nbytes: int) -> dict:
+    def store(self, name: str | None, nbytes: int, buf: str = "output") -> dict:
+        """Write `nbytes` of `name` from private buffer `buf` to where the tensor lives."""
         t = self._plan(name)
         if t is None or t.level == "dram":
-            return {"bytes": nbytes, "tensor": name, "moves": (("output", "dram", nbytes),)}
-        return {"bytes": 0, "tensor": name, "moves": (("output", t.level, nbytes),), "dst": t.level,
+            return {"bytes": nbytes, "tensor": name, "moves": ((buf, "dram", nbytes),)}
+        return {"bytes": 0, "tensor": name, "moves": ((buf, t.level, nbytes),), "dst": t.level,
                 "level_sram": (t.level, 0, nbytes), "level_bytes": nbytes}
 
 
