@@ -387,8 +387,8 @@ class _Recording:
             for role, nb in self.staged.items():
                 name = t.tensors[role]
                 t.router.fetched[name] = t.router.fetched.get(name, 0) + nb
-        first, prev, side = self.first, self.prev_store, self.side_load
-        new_prev, new_side = t.prev_store, t.side_load
+        first, prev = self.first, self.prev_store
+        new_prev, new_side = t.prev_store, t.side_load  # the only other outside node is the side load
         b.edges.extend((u + off if u >= first else new_prev if u == prev else new_side, v + off)
                        for u, v in self.edges)
         b.dram_choices.extend(self.choices)
@@ -519,14 +519,9 @@ def _tile_vector_op(b: _Builder, vu, op: VectorOp, li: int, prev_store, router, 
             if nb == 0:
                 continue
             name = tensors.get(f"in{k}") if k < len(in_bytes) else None
-            if router is not None:
-                r = router.load(name, nb, "vector")
-                sram = (("vector", 0, nb),) + ((r.pop("level_sram"),) if "level_sram" in r else ())
-                v = b.add("load", "dma.vector", li, (first_dep,), buf="vector", alloc=(("vector", nb),),
-                          sram=sram, **r)
-            else:
-                v = b.add("load", "dma.vector", li, (first_dep,), bytes=nb, buf="vector", alloc=(("vector", nb),),
-                          sram=(("vector", 0, nb),))
+            r = router.load(name, nb, "vector") if router is not None else {"bytes": nb}
+            sram = (("vector", 0, nb),) + ((r.pop("level_sram"),) if "level_sram" in r else ())
+            v = b.add("load", "dma.vector", li, (first_dep,), buf="vector", alloc=(("vector", nb),), sram=sram, **r)
             first_dep = None
             loads.append((v, nb))
         onb = part(out_bytes, j)
@@ -536,14 +531,9 @@ def _tile_vector_op(b: _Builder, vu, op: VectorOp, li: int, prev_store, router, 
                      "sram": (("vector", sum(nb for _, nb in loads), onb),), "bytes": 0,
                      "actions": (("vector_unit.lane_op", work),), "cycles": -(-work // vu.lanes), "macs": 0},
                     [v for v, _ in loads] + ([first_dep] if not loads else []))
-        if router is not None:
-            r = router.store(tensors.get("output"), onb)
-            sram = (("vector", onb, 0),) + ((r.pop("level_sram"),) if "level_sram" in r else ())
-            r["moves"] = tuple(("vector" if a == "output" else a, d, x) for a, d, x in r["moves"])
-            last_store = b.add("store", "writeback", li, (cp,), buf="vector", free=(("vector", onb),), sram=sram, **r)
-        else:
-            last_store = b.add("store", "writeback", li, (cp,), bytes=onb, buf="vector", free=(("vector", onb),),
-                               sram=(("vector", onb, 0),))
+        r = router.store(tensors.get("output"), onb, "vector") if router is not None else {"bytes": onb}
+        sram = (("vector", onb, 0),) + ((r.pop("level_sram"),) if "level_sram" in r else ())
+        last_store = b.add("store", "writeback", li, (cp,), buf="vector", free=(("vector", onb),), sram=sram, **r)
     return last_store
 
 
