@@ -187,6 +187,18 @@ def _acc_text(row: dict, fp32: float) -> str:
 MVQ_CANDIDATES = (dict(n=1, m=4, k=256, d=16), dict(n=1, m=4, k=256, d=8))
 
 
+def _fewest_bits(method: str, candidates, budget: Budget, n_test: int, accuracy: bool, cache_dir, bar):
+    """MVQ's and SSVQ's operating point: the candidate `choose` picks by
+    bits/weight after fine-tuning -> (rows, fp32, params, rule, accuracy
+    note); without accuracy, the first candidate."""
+    if not accuracy:
+        return [], None, candidates[0], "no accuracy measured: the first candidate", ""
+    acc = Accuracy(budget, n_test, cache_dir, bar)
+    rows = _candidates(acc, method, candidates, bar)
+    chosen, rule = choose(rows, "bits_per_weight", acc.fp32, "bits/weight")
+    return rows, acc.fp32, chosen["params"], rule, "; FMNIST CNN " + _acc_text(chosen, acc.fp32)
+
+
 def mvq(model_name: str = "resnet18", budget: Budget = Budget(), n_test: int = 10000, accuracy: bool = True,
         cache_dir=None, bar=None):
     """MVQ (Li et al., ASPLOS 2025): mvq64 (1:4 sparse EWS + weight loader)
@@ -194,15 +206,7 @@ def mvq(model_name: str = "resnet18", budget: Budget = Budget(), n_test: int = 1
     d in MVQ_CANDIDATES) is chosen on the Fashion-MNIST CNN by `choose`
     (cost: bits/weight), then simulated on `model_name`."""
     _plan(bar, (len(MVQ_CANDIDATES) * budget.steps if accuracy else 0) + 4 * SIM_UNITS)
-    rows, fp32 = [], None
-    if accuracy:
-        acc = Accuracy(budget, n_test, cache_dir, bar)
-        fp32 = acc.fp32
-        rows = _candidates(acc, "mvq", MVQ_CANDIDATES, bar)
-        chosen, rule = choose(rows, "bits_per_weight", fp32, "bits/weight")
-        params, acc_note = chosen["params"], "; FMNIST CNN " + _acc_text(chosen, fp32)
-    else:
-        params, rule, acc_note = MVQ_CANDIDATES[0], "no accuracy measured: the first candidate", ""
+    rows, fp32, params, rule, acc_note = _fewest_bits("mvq", MVQ_CANDIDATES, budget, n_test, accuracy, cache_dir, bar)
     base_layers = _layers(model_name, "int", bits=8)
     mvq_layers = _layers(model_name, "mvq", **params)
     ews = _simulate(base_layers, "ews64")
@@ -285,15 +289,7 @@ def ssvq(model_name: str = "deit_tiny", budget: Budget = Budget(), n_test: int =
     narrows. The SSVQ setting (k, d in SSVQ_CANDIDATES) is chosen on the
     Fashion-MNIST CNN by `choose` (cost: bits/weight)."""
     _plan(bar, (len(SSVQ_CANDIDATES) * budget.steps if accuracy else 0) + 4 * len(SSVQ_BANDWIDTHS) * SIM_UNITS)
-    rows, fp32 = [], None
-    if accuracy:
-        acc = Accuracy(budget, n_test, cache_dir, bar)
-        fp32 = acc.fp32
-        rows = _candidates(acc, "ssvq", SSVQ_CANDIDATES, bar)
-        chosen, rule = choose(rows, "bits_per_weight", fp32, "bits/weight")
-        params, acc_note = chosen["params"], "; FMNIST CNN " + _acc_text(chosen, fp32)
-    else:
-        params, rule, acc_note = SSVQ_CANDIDATES[0], "no accuracy measured: the first candidate", ""
+    rows, fp32, params, rule, acc_note = _fewest_bits("ssvq", SSVQ_CANDIDATES, budget, n_test, accuracy, cache_dir, bar)
     base_layers = _layers(model_name, "int", bits=8)
     ssvq_layers = _layers(model_name, "ssvq", **params)
     curves = {}
