@@ -385,16 +385,24 @@ class _Dag:
         if len(set(names)) != len(names):
             dup = next(n for i, n in enumerate(names) if n in names[:i])
             raise ArchsimError("two operators have the same name", field=dup)
-        for name, info in self.tensors.items():
-            info.consumers = tuple(self.readers[name])
-        by_name = dict(zip(names, self.ops))
-        for v in self.ops:
-            if isinstance(v, VectorOp) and v.op in _ELEMENTWISE and len(v.inputs) == 1:
-                t = self.tensors[v.inputs[0]]
-                p = by_name.get(t.producer)
-                v.after_gemm = (t.consumers == (v.name,) and t.elems == v.elems
-                                and (isinstance(p, LayerSpec) or getattr(p, "after_gemm", False)))
-        return Workload(self.ops, self.tensors, inputs, outputs)
+        return finish_workload(self.ops, self.tensors, self.readers, inputs, outputs)
+
+
+def finish_workload(ops: list, tensors: dict, readers: dict, inputs: tuple, outputs: tuple) -> Workload:
+    """The Workload of a DAG an importer built (trace, workloads.onnx_import):
+    each tensor's consumers from `readers` (tensor -> op names, in program
+    order), and `after_gemm` on each elementwise op whose one input is a GEMM
+    layer's (or another such op's) output that nothing else reads."""
+    for name, info in tensors.items():
+        info.consumers = tuple(readers[name])
+    by_name = {o.name: o for o in ops}
+    for v in ops:
+        if isinstance(v, VectorOp) and v.op in _ELEMENTWISE and len(v.inputs) == 1:
+            t = tensors[v.inputs[0]]
+            p = by_name.get(t.producer)
+            v.after_gemm = (t.consumers == (v.name,) and t.elems == v.elems
+                            and (isinstance(p, LayerSpec) or getattr(p, "after_gemm", False)))
+    return Workload(ops, tensors, inputs, outputs)
 
 
 def trace(model: nn.Module, example_input, formats: Optional[Mapping[str, WeightFormat]] = None

@@ -60,7 +60,7 @@ from archsim.ir.errors import ArchsimError
 from archsim.ir.formats import DenseFormat, WeightFormat
 from archsim.ir.layer_spec import ConvGeom, LayerSpec, TensorInfo, VectorOp, Workload
 
-from .compile import _ELEMENTWISE
+from .compile import finish_workload
 
 _VIEWS = {"Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Dropout",
           "Cast", "Expand", "Slice", "Split"}
@@ -452,16 +452,7 @@ class _Importer:
         return True
 
     def workload(self, inputs: tuple, outputs: tuple) -> Workload:
-        for name, info in self.tensors.items():
-            info.consumers = tuple(self.readers[name])
-        by_name = {o.name: o for o in self.ops}
-        for v in self.ops:  # as compile._Dag.workload
-            if isinstance(v, VectorOp) and v.op in _ELEMENTWISE and len(v.inputs) == 1:
-                t = self.tensors[v.inputs[0]]
-                p = by_name.get(t.producer)
-                v.after_gemm = (t.consumers == (v.name,) and t.elems == v.elems
-                                and (isinstance(p, LayerSpec) or getattr(p, "after_gemm", False)))
-        return Workload(self.ops, self.tensors, inputs, outputs)
+        return finish_workload(self.ops, self.tensors, self.readers, inputs, outputs)
 
 
 def load_onnx(path, formats: Optional[Mapping[str, WeightFormat]] = None, batch: int = 1) -> Workload:
