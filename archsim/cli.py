@@ -351,7 +351,9 @@ def cmd_run(args) -> int:
 def format_metrics(m: dict) -> str:
     """A point's metrics as `run` prints them: ms, uJ, mm^2, cycles with
     thousands separators, utilisation in %, accuracy in %."""
-    fmt = {"latency_ms": "{:.3f} ms", "energy_uj": "{:,.1f} uJ", "area_mm2": "{:.3f} mm^2",
+    fmt = {"latency_ms": "{:.3f} ms", "energy_uj": "{:,.1f} uJ",
+           "ttft_ms": "TTFT {:.3f} ms", "tpot_ms": "TPOT {:.3f} ms", "tokens_per_s": "{:,.1f} tokens/s",
+           "energy_per_token_uj": "{:,.1f} uJ/token", "area_mm2": "{:.3f} mm^2",
            "edp_uj_ms": "EDP {:,.2f} uJ*ms", "accuracy": "top-1 {:.2f}%",
            "latency_cycles": "{:,} cycles", "stall_cycles": "{:,} stall cycles"}
     out = [f.format(m[k]) for k, f in fmt.items() if m.get(k) is not None]
@@ -359,6 +361,8 @@ def format_metrics(m: dict) -> str:
         out.append(f"utilisation {100 * m['utilisation']:.1f}%")
     if m.get("dram_bytes") is not None:
         out.append(f"DRAM {m['dram_bytes'] / 1024:,.1f} KiB")
+    if m.get("dram_bytes_per_token") is not None:
+        out.append(f"DRAM {m['dram_bytes_per_token'] / 1e6:,.2f} MB/token")
     return "  ".join(out)
 
 
@@ -473,7 +477,54 @@ def cmd_list(args) -> int:
     print("compression methods (workloads.compression.compress(model, METHOD, **params)):")
     for line in compression_methods():
         print("  " + line)
+    for line in llm_lines():
+        print(line)
     return 0
+
+
+def llm_param_count(cfg) -> int:
+    """Parameters of workloads.zoo.llm.DecoderLM(cfg), from its config (a
+    meta model would import torch's compiler just to count): embeddings,
+    OPT's learned positions, per block the linears (OPT: with biases) and
+    two norms, the final norm, the head unless tied to the embeddings."""
+    hd, opt = cfg.head_dim, cfg.style == "opt"
+    attn = cfg.dim * cfg.n_heads * hd * 2 + cfg.dim * cfg.n_kv_heads * hd * 2
+    mlp = cfg.dim * cfg.ffn_dim * (2 if opt else 3)
+    bias = (cfg.n_heads * hd + 2 * cfg.n_kv_heads * hd + cfg.dim + cfg.ffn_dim + cfg.dim) if opt else 0
+    norm = cfg.dim * (2 if opt else 1)
+    n = cfg.vocab * cfg.dim + cfg.n_layers * (attn + mlp + bias + 2 * norm) + norm
+    n += 0 if cfg.tie_embeddings else cfg.vocab * cfg.dim
+    return n + ((cfg.max_pos + 2) * cfg.dim if opt else 0)
+
+
+def llm_lines() -> list[str]:
+    """`archsim list`'s LLM sections: presets, weight formats, KV formats."""
+    from archsim.ir.formats import LLM_WEIGHT_FORMATS, llm_weight_format
+    from archsim.llm import KV_FORMATS
+    from workloads.zoo.llm import ALIASES, PRESETS
+
+    out = ["LLM presets (archsim run --model NAME --prompt N --generate N [--batch B] [--weights F] [--kv F]; "
+           "a study's workload: {llm: NAME, ...}):"]
+    rows = [("name", "style", "params", "layers", "dim", "heads/kv", "source")]
+    for name, cfg in PRESETS.items():
+        n = cfg.published_params or llm_param_count(cfg)
+        size = f"{n / 1e9:.2f} B" if n >= 1e9 else f"{n / 1e6:.1f} M"
+        src = cfg.source.split(":", 1)[0].removesuffix("/config.json")
+        rows.append((name, cfg.style, size, str(cfg.n_layers), str(cfg.dim), f"{cfg.n_heads}/{cfg.n_kv_heads}", src))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    out += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1] for r in rows]
+    out.append("  aliases: " + ", ".join(f"{a} = {b}" for a, b in ALIASES.items()))
+    out.append("LLM weight formats (--weights NAME with an LLM preset; a study's compression.weights), "
+               "bits per weight of a 4096 x 4096 linear with scales and codebooks:")
+    for name in LLM_WEIGHT_FORMATS:
+        f = llm_weight_format(name, 4096)
+        out.append(f"  {name}: {f.name}, {f.storage_bits(4096 * 4096) / 4096 ** 2:.2f} bits/weight")
+    out.append("KV-cache formats (--kv NAME; a study's workload.kv or compression.kv):")
+    scale = {"token": "a {}-bit scale per token and K/V head", "head": "a {}-bit scale per K/V head and layer"}
+    for name, kv in KV_FORMATS.items():
+        extra = f" + {scale[kv.scale].format(kv.scale_bits)}" if kv.scale in scale else ""
+        out.append(f"  {name}: {kv.bits}-bit elements{extra}")
+    return out
 
 
 def cmd_explore(args) -> int:
@@ -499,8 +550,12 @@ def cmd_explore(args) -> int:
     n = grid_size(study)
     total = min(study.trials, n) if n else study.trials
     w = study.workload
-    what = w.checkpoint or w.model or Path(w.topology or w.onnx).stem
-    print(f"study {study.name}: {total} points of {what} (batch {w.batch}), "
+    what = w.checkpoint or w.model or w.llm or Path(w.topology or w.onnx).stem
+    if study.is_llm:
+        what += f" (prompt {w.llm_value('prompt')}, generate {w.llm_value('generate')}, batch {w.batch})"
+    else:
+        what += f" (batch {w.batch})"
+    print(f"study {study.name}: {total} points of {what}, "
           f"objectives {', '.join(study.objectives)} -> {args.out}")
     args.interrupted = (f"the finished points are saved in {args.out}; run the same command again to resume "
                         f"(points cut off run again)")
@@ -580,7 +635,10 @@ def format_front(front) -> str:
     """The front's rows as `run` prints numbers: parameters, then each
     metric in its unit (ms, uJ, mm^2, %), cycles with thousands separators."""
     params = [c for c in front.columns if c.startswith("param:")]
-    cols = {"latency_ms": ("latency ms", "{:.3f}"), "energy_uj": ("energy uJ", "{:,.1f}"),
+    cols = {"weights": ("weights", "{}"), "kv": ("kv", "{}"),
+            "ttft_ms": ("TTFT ms", "{:.3f}"), "tpot_ms": ("TPOT ms", "{:.3f}"), "tokens_per_s": ("tokens/s", "{:,.1f}"),
+            "energy_per_token_uj": ("uJ/token", "{:,.1f}"), "prefill_energy_uj": ("prefill uJ", "{:,.1f}"),
+            "latency_ms": ("latency ms", "{:.3f}"), "energy_uj": ("energy uJ", "{:,.1f}"),
             "edp_uj_ms": ("EDP uJ*ms", "{:,.2f}"), "area_mm2": ("area mm^2", "{:.3f}"),
             "accuracy": ("top-1 %", "{:.2f}"), "latency_cycles": ("cycles", "{:,}"),
             "utilisation": ("util %", None)}
@@ -733,7 +791,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_quiet(rp)
     rp.set_defaults(func=cmd_reproduce)
 
-    l = sub.add_parser("list", help="list built-in models, architectures, weight formats and compression methods")
+    l = sub.add_parser("list", help="list built-in models, architectures, weight formats, compression methods, "
+                                    "and LLM presets with their weight and KV formats")
     add_quiet(l)
     l.set_defaults(func=cmd_list)
     return p

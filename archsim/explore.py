@@ -17,7 +17,11 @@ How a study runs:
     Dask cluster (`--executor dask --scheduler tcp://HOST:PORT`); a point whose
     worker dies is retried;
   * resuming: trials that a killed run left RUNNING are evaluated again under
-    their own trial numbers, so no point is lost or done twice.
+    their own trial numbers, so no point is lost or done twice;
+  * an LLM study (workload.llm) runs archsim.llm.simulate_llm per point, on
+    the same executors, storage and resume: hardware only, its weight and KV
+    formats built from their names (nothing is traced, compressed or cached),
+    one point a job.
 """
 from __future__ import annotations
 
@@ -69,6 +73,39 @@ def evaluate_points(layers, arch_data: dict, arch_source: str, overrides_list: l
     for overrides in overrides_list:
         try:
             out.append(evaluate_point(layers, arch_data, arch_source, overrides, table))
+        except ArchsimError as e:
+            out.append(e)
+    return out
+
+
+LLM_METRICS = ("ttft_ms", "tpot_ms", "tokens_per_s", "energy_per_token_uj", "prefill_energy_uj")
+
+
+def evaluate_llm_point(llm: dict, arch_data: dict, arch_source: str, overrides: list[str], table) -> dict:
+    """One LLM point: `llm` is simulate_llm's model, prompt, generate, batch,
+    weights and kv_format. Its metrics: TTFT, TPOT, tokens/s, energy per
+    token and of the prefill, the area of the architecture, DRAM bytes per
+    decoded token and the weights' storage."""
+    from .config import load_arch_dict
+    from .energy import EnergyModel
+    from .llm import simulate_llm
+
+    arch = load_arch_dict(arch_data, overrides, source=arch_source)
+    r = simulate_llm(llm["model"], arch, prompt=llm["prompt"], generate=llm["generate"], batch=llm["batch"],
+                     weights=llm["weights"], kv_format=llm["kv_format"])
+    out = {k: getattr(r, k) for k in LLM_METRICS}
+    out["area_mm2"] = EnergyModel(arch, table).area_um2()["total"] / 1e6
+    out["dram_bytes_per_token"] = sum(r.dram_bytes_per_token.values())
+    out["weight_storage_bytes"] = r.weight_storage_bytes
+    return out
+
+
+def evaluate_llm_points(llm: dict, arch_data: dict, arch_source: str, overrides_list: list, table) -> list:
+    """As evaluate_points, for LLM points of one weight and KV format."""
+    out = []
+    for overrides in overrides_list:
+        try:
+            out.append(evaluate_llm_point(llm, arch_data, arch_source, overrides, table))
         except ArchsimError as e:
             out.append(e)
     return out
@@ -209,7 +246,8 @@ def check_study_size(study: Study) -> None:
     """Refuse, before any work, a study whose batch cannot be traced in this
     machine's memory or simulated in reasonable time on its smallest array
     (archsim.sizing), naming workload.batch."""
-    if study.workload.batch == 1 or study.workload.topology is not None or study.workload.onnx is not None:
+    if study.workload.batch == 1 or study.workload.topology is not None or study.workload.onnx is not None \
+            or study.is_llm:
         return
     from .config import load_arch
     from .sizing import check_batch
@@ -252,7 +290,15 @@ class Workload:
         self.cache_dir = cache_dir
         self._model = None
         w = study.workload
-        if w.topology is not None:
+        if w.llm is not None:  # simulate_llm builds its layers per point
+            from workloads.zoo.llm import block_layers, preset
+
+            # one block traced here: the tracer's imports (seconds) happen once,
+            # not again in each local pool worker (forked from this process)
+            block_layers(preset(w.llm), 1, 0)
+            self.layers = None
+            self.model_id = f"llm:{w.llm}"
+        elif w.topology is not None:
             from workloads.scalesim_import import read_topology
 
             self.layers = read_topology(w.topology)
@@ -475,9 +521,14 @@ def _suggest(trial, study: Study) -> dict:
 
 
 def _point(study: Study, params: dict) -> dict:
-    """A trial's point: {'arch', 'overrides', 'method', 'params' (the method's)}."""
+    """A trial's point: {'arch', 'overrides', 'method', 'params' (the method's)};
+    an LLM study's: {'arch', 'overrides', 'weights', 'kv'}."""
     arch = params.get("arch", study.archs[0])
     overrides = [f"{k}={v}" for k, v in params.items() if k in study.space]
+    if study.is_llm:
+        w = study.workload
+        return {"arch": arch, "overrides": overrides, "weights": params.get("weights", w.llm_value("weights")),
+                "kv": params.get("kv", w.llm_value("kv"))}
     method = params.get("method", "none")
     mparams = {k.split(".", 1)[1]: v for k, v in params.items() if k.startswith(f"{method}.")}
     return {"arch": arch, "overrides": overrides, "method": method, "params": mparams}
@@ -597,7 +648,23 @@ class _Runner:
             return
         self.submit(self.waiting.pop((method, json.dumps(mparams, sort_keys=True))))
 
+    def _submit_llm(self, trials):
+        """LLM points: one job each (simulate_llm shares no tiles between points)."""
+        w = self.study.workload
+        for trial, params in trials:
+            meta = _point(self.study, params)
+            llm = {"model": w.llm, "prompt": w.llm_value("prompt"), "generate": w.llm_value("generate"),
+                   "batch": w.batch, "weights": meta["weights"], "kv_format": meta["kv"]}
+            data, source, table = self.bases[meta["arch"]]
+            job = (llm, data, source, [meta["overrides"]], table)
+            self.in_flight[self.executor.submit(evaluate_llm_points, job)] = (job, [(trial, params, meta)], 0)
+
+    def _resubmit(self, job):
+        return self.executor.submit(evaluate_llm_points if self.study.is_llm else evaluate_points, job)
+
     def submit(self, trials):
+        if self.study.is_llm:
+            return self._submit_llm(trials)
         groups: dict = {}
         for trial, params in trials:
             meta = _point(self.study, params)
@@ -637,7 +704,7 @@ class _Runner:
                 if tries + 1 >= _RETRIES:
                     raise RuntimeError(f"a worker died {_RETRIES} times on trials "
                                        f"{[t.number for t, _, _ in members]}") from None
-                self.in_flight[self.executor.submit(evaluate_points, job)] = (job, members, tries + 1)
+                self.in_flight[self._resubmit(job)] = (job, members, tries + 1)
                 continue
             for (trial, params, meta), res in zip(members, results):
                 if isinstance(res, ArchsimError):
@@ -650,7 +717,8 @@ class _Runner:
 
         attrs = {**meta, "error": err}
         if res is not None:
-            res = {**res, "accuracy": meta["accuracy"]}
+            if not self.study.is_llm:
+                res = {**res, "accuracy": meta["accuracy"]}
             attrs["metrics"] = res
             attrs["constraints"] = _constraint_values(self.study, res, self.fp32)
         for k, v in attrs.items():
@@ -684,6 +752,9 @@ def design_report(study: Study, out_dir: str | Path, number: int):
     from .api import simulate
     from .config import load_arch
 
+    if study.is_llm:
+        raise ArchsimError("--compare draws a CNN's per-layer breakdown; an LLM study's points are in --csv "
+                           "(or `archsim run --model` one of them)", file=study.path, field="--compare")
     ostudy = open_study(study, Path(out_dir))
     trials = {t.number: t for t in ostudy.get_trials(deepcopy=False)}
     if number not in trials or "arch" not in trials[number].user_attrs:
@@ -702,7 +773,10 @@ def results_dataframe(ostudy):
     rows = []
     for t in ostudy.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
         row = {"trial": t.number, "state": t.state.name, "arch": t.user_attrs.get("arch"),
-               "method": t.user_attrs.get("method")}
+               # an LLM point's weight format plays the method's part (plots colour by it)
+               "method": t.user_attrs.get("method", t.user_attrs.get("weights"))}
+        if "weights" in t.user_attrs:
+            row.update(weights=t.user_attrs["weights"], kv=t.user_attrs.get("kv"))
         row.update({f"param:{k}": v for k, v in t.params.items()})
         row.update(t.user_attrs.get("metrics") or {})
         row["feasible"] = all(c <= 0 for c in t.user_attrs.get("constraints", [0])) and t.state == TrialState.COMPLETE
@@ -727,5 +801,5 @@ def pareto_rows(df, objectives: list[str]):
     return ok.iloc[keep]
 
 
-__all__ = ["explore", "evaluate_point", "LocalExecutor", "DaskExecutor", "results_dataframe", "pareto_rows",
+__all__ = ["explore", "evaluate_point", "evaluate_llm_point", "LocalExecutor", "DaskExecutor", "results_dataframe", "pareto_rows",
            "open_study", "grid_size", "objective_axes", "check_study_size"]
