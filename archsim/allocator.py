@@ -10,6 +10,10 @@ module decides whole-tensor residency in the shared levels (`memory.levels`):
                        (a network output is always written to DRAM)
   partial sums         the layer's interval, sized at the whole output at
                        accumulator width (an upper bound on what it spills)
+  KV cache (kv)        persistent: the whole run, placed before anything
+                       else; a kept one is on chip before the run and after
+                       it (the caller, archsim.llm, may decide its level
+                       across runs: TensorInfo.level)
 
 A tensor is placed greedily in program order of its first use, in the
 innermost level that serves its role and has room over its whole interval
@@ -45,6 +49,7 @@ class TensorPlan:
     keep: bool = True        # False: never kept (a network output goes to DRAM); `reason` says why
     reason: str = ""
     decided: bool = False    # placed (partial sums are placed when first spilled)
+    forced: str | None = None  # the level the caller chose ('dram' or a level name), persistent tensors only
 
     def describe(self) -> dict:
         return {"name": self.name, "role": self.role, "bytes": self.bytes, "first_op": self.first,
@@ -78,11 +83,19 @@ class Allocation:
             t.decided = True
         if not t.keep:
             return "dram"
-        if t.role == "activations" and not mem.retain_activations:
+        if t.forced is not None:  # placed by the caller (a persistent tensor across runs)
+            lv = next((lv for lv in self.levels if lv.name == t.forced), None)
+            if lv is None:
+                if commit:
+                    t.reason = "kept in DRAM by the caller"
+                return "dram"
+            servers = [lv]
+        elif t.role == "activations" and not mem.retain_activations:
             if commit:
                 t.reason = "memory.retain_activations is off"
             return "dram"
-        servers = [lv for lv in self.levels if t.role in lv.serves]
+        else:
+            servers = [lv for lv in self.levels if t.role in lv.serves]
         if not servers:
             if commit:
                 t.reason = f"no level serves {t.role}"
@@ -234,7 +247,8 @@ def op_tensors(ops: list, arch: ArchSpec, workload=None, fused=frozenset(),
     weight buffer}, from a dry run of its mapper) leaves in DRAM the weights
     a layer reads only once: keeping them would save no traffic.
     """
-    act_bytes = lambda elems: _ceil_div(elems * arch.pe_array.act_bits, 8)
+    act_bytes = lambda elems, bits=None: _ceil_div(elems * arch.pe_array.act_bits, 8) if bits is None \
+        else max(1, -int(-elems * bits // 8))
     acc_bits = getattr(arch.pe_array, "acc_bits", 32)
     n = len(ops)
     roles: list[dict] = [{} for _ in ops]
@@ -261,10 +275,16 @@ def op_tensors(ops: list, arch: ArchSpec, workload=None, fused=frozenset(),
     else:
         acts = _chain_activations(ops, act_bytes)
     for name, (nbytes, first, last, is_input, is_output, readers) in acts.items():
-        plan = TensorPlan(name, "activations", nbytes, first, last, from_dram=is_input)
-        if is_output:
-            plan.keep, plan.reason = False, "network output: written to DRAM"
-        cands.append((first, 0, plan))
+        info = workload.tensors.get(name) if workload is not None and getattr(workload, "tensors", None) else None
+        if info is not None and info.persistent:
+            # a KV cache: there before the run and after it, placed first
+            plan = TensorPlan(name, "kv", nbytes, 0, n - 1, forced=info.level)
+            cands.append((-1, 0, plan))
+        else:
+            plan = TensorPlan(name, "activations", nbytes, first, last, from_dram=is_input)
+            if is_output:
+                plan.keep, plan.reason = False, "network output: written to DRAM"
+            cands.append((first, 0, plan))
         for i, role in readers:
             roles[i][role] = name
     cands.sort(key=lambda c: (c[0], c[1]))
@@ -302,7 +322,8 @@ def _dag_activations(ops, wl, fused, act_bytes) -> dict:
 
     def root(t: str) -> str:
         info = wl.tensors.get(t)
-        while info is not None and info.producer is not None and info.producer not in index:
+        while info is not None and not info.persistent and info.producer is not None \
+                and info.producer not in index:
             op = by_name[info.producer]
             if not op.inputs:
                 break
@@ -317,7 +338,7 @@ def _dag_activations(ops, wl, fused, act_bytes) -> dict:
             info = wl.tensors[r]
             is_input = info.producer is None or info.producer not in index
             first = index[info.producer] if not is_input else len(ops)
-            out[r] = [act_bytes(info.elems), first, first if not is_input else -1, is_input, False, []]
+            out[r] = [act_bytes(info.elems, info.bits), first, first if not is_input else -1, is_input, False, []]
         return out[r]
 
     for op in every:
@@ -334,6 +355,9 @@ def _dag_activations(ops, wl, fused, act_bytes) -> dict:
             for t in op.inputs[1:]:
                 e = entry(root(t))
                 e[2] = max(e[2], after[op.name])
+    for name, info in wl.tensors.items():
+        if info.persistent and name not in out:  # held all run, read by no op here (another layer's cache)
+            out[name] = [act_bytes(info.elems, info.bits), 0, len(ops) - 1, True, False, []]
     for t in getattr(wl, "outputs", ()):
         r = root(t)
         if r in out:

@@ -75,8 +75,9 @@ class BuffersSpec(_Strict):
 # What a shared memory level can hold. Private buffers hold tiles of one
 # operand each (`buffers:`); a shared level holds whole tensors, chosen by
 # the allocator (archsim.allocator): a layer's weights, activation tensors
-# between their producer and last consumer, spilled partial sums, side data.
-TENSOR_ROLES = ("weights", "activations", "psums", "side")
+# between their producer and last consumer, spilled partial sums, side data,
+# an LLM's KV cache (kv: persistent across decode steps).
+TENSOR_ROLES = ("weights", "activations", "psums", "side", "kv")
 PRIVATE_BUFFERS = ("weight", "input", "output")
 
 
@@ -92,8 +93,8 @@ class MemoryLevelSpec(_Strict):
     bytes_per_cycle: float = Field(gt=0, description="port bandwidth to the levels below it")
     latency_cycles: int = Field(2, ge=0, description="cycles from a read request to its data")
     parent: str = Field("dram", description="the level above it: 'dram' or another level's name")
-    serves: list[Literal["weights", "activations", "psums", "side"]] = Field(min_length=1)
-    quotas: dict[Literal["weights", "activations", "psums", "side"], float] = Field(
+    serves: list[Literal["weights", "activations", "psums", "side", "kv"]] = Field(min_length=1)
+    quotas: dict[Literal["weights", "activations", "psums", "side", "kv"], float] = Field(
         default_factory=dict, description="share of the capacity each role may hold (each 0..1, sum <= 1)")
     source: str = ""
 
@@ -127,6 +128,9 @@ class CodebookSpec(_Strict):
     width_bits: PositiveInt = Field(description="bits per entry (one codeword)")
     lookups_per_cycle: PositiveInt
     reload_cycles: int = Field(0, ge=0, description="fixed cost per codebook (re)load")
+    overflow: Literal["refuse", "stream", "cache"] = Field(
+        "refuse", description="a layer codebook of more than `entries` codewords: refused, streamed through "
+                              "the buffer for every decode tile, or cached (archsim/hw/codebook.py)")
     source: str = ""
 
 

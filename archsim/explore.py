@@ -95,7 +95,8 @@ def evaluate_llm_point(llm: dict, arch_data: dict, arch_source: str, overrides: 
                      weights=llm["weights"], kv_format=llm["kv_format"])
     out = {k: getattr(r, k) for k in LLM_METRICS}
     out["area_mm2"] = EnergyModel(arch, table).area_um2()["total"] / 1e6
-    out["dram_bytes_per_token"] = sum(r.dram_bytes_per_token.values())
+    # codebook bytes are a part of the weights' bytes
+    out["dram_bytes_per_token"] = sum(v for k, v in r.dram_bytes_per_token.items() if k != "codebook")
     out["weight_storage_bytes"] = r.weight_storage_bytes
     return out
 

@@ -54,18 +54,16 @@ class KVFormat:
     scale_bits: int = 0
     scale: str = "none"
 
-    def bytes_per_token(self, n_kv_heads: int, head_dim: int) -> float:
-        """K and V of one token in one layer."""
-        elems = 2 * n_kv_heads * head_dim * self.bits / 8
-        scales = 2 * n_kv_heads * self.scale_bits / 8 if self.scale == "token" else 0
-        return elems + scales
+    def bits_per_elem(self, head_dim: int) -> float:
+        """Storage bits per cached element, a per-token scale spread over the
+        head_dim elements it scales. A per-head scale (one per K/V head and
+        layer, a few bytes) is not counted."""
+        return self.bits + (self.scale_bits / head_dim if self.scale == "token" else 0)
 
-    def scale_bytes(self, tokens: int, n_kv_heads: int) -> int:
-        if self.scale == "token":
-            return math.ceil(tokens * 2 * n_kv_heads * self.scale_bits / 8)
-        if self.scale == "head":
-            return math.ceil(2 * n_kv_heads * self.scale_bits / 8)
-        return 0
+    @property
+    def append_op(self) -> str:
+        """The vector-unit operator class of writing new tokens to the cache."""
+        return "quantize" if self.scale != "none" else "concat"
 
 
 KV_FORMATS = {
@@ -128,6 +126,8 @@ class LLMReport:
     context: list = field(default_factory=list)        # context length of each decode step
     ms_per_token: list = field(default_factory=list)   # its time
     sampled_context: list = field(default_factory=list)
+    kv_layers_on_chip: list = field(default_factory=list)  # layers whose cache is on chip, each decode step
+    prefill_kv_layers_on_chip: float = 0.0
     mode: str = "fast"
     sim_wall_s: float = 0.0
     notes: list = field(default_factory=list)
@@ -279,24 +279,31 @@ def _check_inputs(arch: ArchSpec, prompt, generate, batch, kv: KVFormat, cfg):
 
 # -- simulation -----------------------------------------------------------------
 
-def _seg_of(report, kv_layers: bool) -> _Seg:
-    """A Report's totals split by what the DRAM bytes were."""
+def _seg_of(report) -> _Seg:
+    """A Report's totals, its DRAM bytes split by what they were: weights
+    (of which codebooks), KV cache (the attention matmuls' cache operand and
+    the appends' writes) and activations (the rest)."""
     s = _Seg(cycles=report.totals["total_cycles"], energy_pj=report.totals["energy_total_pj"])
     for row, c in zip(report.layers, report.layer_counters):
         by = c["dram_read_by_buffer"]
         s.codebook_load_cycles += c["busy_cycles"].get("dma.codebook", 0)
         s.decoder_wait_cycles += c["wait_data_cycles"].get("decoder", 0)
         s.pe_wait_cycles += c["wait_data_cycles"].get("pe", 0)
+        moved = row["dram_read_bytes"] + row["dram_write_bytes"]
         if row["op"] == "matmul":
-            # the second operand (K or V cache) goes to the weight buffer
-            kv = by.get("weight", 0) if kv_layers else 0
-            s.kv_bytes += kv
-            s.act_bytes += row["dram_read_bytes"] - kv + row["dram_write_bytes"]
+            kv = by.get("weight", 0)  # the second operand, the K or V cache, goes to the weight buffer
+        elif row["name"].endswith(("k_append", "v_append")):
+            kv = row["dram_write_bytes"]
         else:
+            kv = 0
             w = sum(by.get(b, 0) for b in WEIGHT_BUFFERS)
+            if row["op"] == "embedding":
+                w = row["dram_read_bytes"]  # the table's rows (the token ids are a few bytes)
             s.weight_bytes += w
             s.codebook_bytes += by.get("codebook", 0)
-            s.act_bytes += row["dram_read_bytes"] - w + row["dram_write_bytes"]
+            moved -= w
+        s.kv_bytes += kv
+        s.act_bytes += moved - kv
     return s
 
 
@@ -305,102 +312,129 @@ def _fmt_key(fmts: dict) -> tuple:
 
 
 class _Runner:
-    """Simulates segments: a chain of `copies` blocks' linears (+ the head),
-    or `copies` blocks' attention matmuls at one context length."""
+    """Builds and simulates steps of the model: a few blocks (given by their
+    weight formats) and the head, for `tokens` new tokens against caches of
+    `ctx` tokens, each block's K and V cache in the level the caller chose
+    (or the allocator's choice); or the attention core of such a step alone."""
 
-    def __init__(self, cfg, arch: ArchSpec, kv: KVFormat, batch: int):
+    def __init__(self, cfg, arch: ArchSpec, kv: KVFormat, batch: int, blocks: list, head_fmt):
         self.cfg, self.arch, self.kv, self.batch = cfg, arch, kv, batch
-        self.kv_arch = arch if kv.bits == arch.pe_array.act_bits else \
-            arch.with_overrides([f"pe_array.act_bits={kv.bits}"])
+        self.blocks, self.head_fmt = blocks, head_fmt
+        self.kv_bits = kv.bits_per_elem(cfg.head_dim)
         self._traced: dict = {}
         self._memo: dict = {}
+        self._residency: dict = {}
 
-    def _block(self, tokens: int, fmts: dict) -> list:
-        """One block traced for `tokens` new tokens on an empty cache."""
-        from workloads.zoo.llm import block_layers
+    # -- where the caches live ---------------------------------------------------
+    def cache_bytes(self, ctx: int) -> int:
+        """One layer's K (or V) cache at `ctx` tokens."""
+        c = self.cfg
+        return max(1, math.ceil(self.batch * c.n_kv_heads * ctx * c.head_dim * self.kv_bits / 8))
 
-        key = (tokens, _fmt_key(fmts))
-        if key not in self._traced:
-            self._traced[key] = list(block_layers(self.cfg, tokens, 0, self.batch, formats=fmts))
-        return self._traced[key]
+    def residency(self, ctx: int) -> tuple:
+        """((K level, V level) of every layer) with caches of `ctx` tokens: the
+        allocator's own choice (archsim.allocator places the caches before
+        any other tensor, in layer order, innermost level first while they
+        fit), so a run of the whole model decides the same."""
+        from .allocator import TensorPlan, allocate
 
-    def attention_layers(self, tokens: int, ctx: int) -> list:
-        """The block's two attention matmuls against a cache of ctx tokens
-        (the new ones included). Traced once per `tokens`; the context
-        length is the one dimension that differs between decode steps: N of
-        q @ K^T and K of attn @ V (tests/test_llm.py checks this against a
-        trace at that context)."""
+        if ctx not in self._residency:
+            n = self.cfg.n_layers
+            if not any("kv" in lv.serves for lv in self.arch.memory.levels):
+                self._residency[ctx] = (("dram", "dram"),) * n
+            else:
+                plans = [TensorPlan(f"{i}.{w}", "kv", self.cache_bytes(ctx), 0, 0) for i in range(n) for w in "kv"]
+                allocate(plans, 1, self.arch)
+                self._residency[ctx] = tuple((plans[2 * i].level, plans[2 * i + 1].level) for i in range(n))
+        return self._residency[ctx]
+
+    # -- workloads -----------------------------------------------------------------
+    def workload(self, tokens: int, ctx: int, blocks: tuple, levels=None, core: bool = False):
+        """The traced step of `blocks` (indices into the model's blocks, whose
+        weight formats they take) and the head, with caches of `ctx` tokens
+        (`tokens` of them new). `levels`: per block (K level, V level) chosen
+        by the caller, with the room the other layers' kept caches take
+        reserved in each level; None: the allocator decides. `core`: only the
+        attention core (see core_ops)."""
         import dataclasses
 
-        from workloads.zoo.llm import linear_shapes
+        from archsim.ir.layer_spec import TensorInfo, Workload
+        from workloads.zoo.llm import step_workload
 
-        qk, av = [L for L in self._block(tokens, {n: _dense() for n in linear_shapes(self.cfg)})
-                  if L.op == "matmul"]
-        return [dataclasses.replace(qk, N=ctx), dataclasses.replace(av, K=ctx)]
+        fmts = tuple(_fmt_key(self.blocks[i]) for i in blocks)
+        key = (tokens, ctx, fmts)
+        if key not in self._traced:
+            named = {f"blocks.{j}.{name}": f for j, i in enumerate(blocks) for name, f in self.blocks[i].items()}
+            named["head.lm_head"] = self.head_fmt
+            self._traced[key] = step_workload(self.cfg, tokens, ctx - tokens, self.batch, n_blocks=len(blocks),
+                                              formats=named, kv_bits=self.kv_bits, kv_op=self.kv.append_op)
+        wl = self._traced[key]
+        if core:
+            wl = wl.subgraph(self.core_ops(tokens, len(blocks)))
+        if levels is None:
+            return wl
+        tensors = dict(wl.tensors)
+        for j, (kl, vl) in enumerate(levels):
+            for w, lv in (("k", kl), ("v", vl)):
+                name = f"blocks.{j}.attn.{w}_cache"
+                tensors[name] = dataclasses.replace(tensors[name], level=lv)
+        # the caches of the layers not simulated here hold their room all run
+        kept: dict[str, int] = {}
+        for kl, vl in self.residency(ctx)[len(blocks):]:
+            for lv in (kl, vl):
+                if lv != "dram":
+                    kept[lv] = kept.get(lv, 0) + self.cache_bytes(ctx)
+        for lv, nb in kept.items():
+            name = f"kv_cache.other_layers@{lv}"
+            tensors[name] = TensorInfo(name, nb, None, (), bits=8, persistent=True, level=lv)
+        return Workload(wl.ops, tensors, wl.inputs, wl.outputs)
 
-    def _sim(self, layers, arch, kv_layers) -> _Seg:
+    def core_ops(self, tokens: int, n: int) -> set:
+        """Names of the attention-core operators of an n-block step: those whose
+        size changes with the context (found by tracing two contexts), and
+        the cache appends."""
+        key = ("core", tokens, n)
+        if key not in self._memo:
+            a = self.workload(tokens, tokens + 1, tuple(range(n)))
+            b = self.workload(tokens, tokens + 2, tuple(range(n)))
+            size = lambda o: (o.M, o.N, o.K, o.groups) if hasattr(o, "fmt") else (o.elems, o.in_elems)
+            names = {o.name for o, p in zip(a.ops, b.ops) if size(o) != size(p)}
+            names |= {o.name for o in a.ops if o.name.endswith(("k_append", "v_append"))}
+            self._memo[key] = names
+        return self._memo[key]
+
+    def sim(self, tokens: int, ctx: int, blocks: tuple, levels=None, core: bool = False) -> _Seg:
         from .api import simulate
 
-        return _seg_of(simulate(layers, arch), kv_layers)
-
-    def linears(self, tokens: int, blocks: list, head_fmt=None) -> _Seg:
-        """The linears of `blocks` (a list of per-block formats) in one call, then the head."""
-        key = ("lin", tokens, tuple(_fmt_key(f) for f in blocks), head_fmt)
+        key = ("sim", tokens, ctx, tuple(_fmt_key(self.blocks[i]) for i in blocks),
+               None if levels is None else tuple(levels), core)
         if key not in self._memo:
-            from workloads.zoo.llm import head_layers
-
-            layers = []
-            for i, fmts in enumerate(blocks):
-                layers += _prefixed([L for L in self._block(tokens, fmts) if L.op != "matmul"], i)
-            if head_fmt is not None:
-                layers += list(head_layers(self.cfg, self.batch, head_fmt))
-            self._memo[key] = self._sim(layers, self.arch, False)
+            self._memo[key] = _seg_of(simulate(self.workload(tokens, ctx, blocks, levels, core), self.arch))
         return self._memo[key]
 
-    def attention(self, tokens: int, ctx: int, copies: int) -> _Seg:
-        """`copies` blocks' attention matmuls in one call, and the KV scales."""
-        key = ("att", tokens, ctx, copies)
-        if key not in self._memo:
-            one = self.attention_layers(tokens, ctx)
-            s = self._sim([L for i in range(copies) for L in _prefixed(one, i)], self.kv_arch, True)
-            # KV scales: read whole each step, at the DRAM bandwidth
-            sb = self.kv.scale_bytes(ctx, self.cfg.n_kv_heads) * self.batch * copies
-            s.kv_bytes += sb
-            s.cycles += math.ceil(sb / self.arch.dram.bandwidth_bytes_per_cycle)
-            self._memo[key] = s
-        return self._memo[key]
+    # -- the fast estimate -----------------------------------------------------------
+    def first(self, tokens: int, ctx: int, v, core: bool = False) -> _Seg:
+        """Block 0 (with the head), its caches at level pair v."""
+        return self.sim(tokens, ctx, (0,), (v,), core)
 
-    # -- the two modes -----------------------------------------------------------
-    def full_step(self, tokens: int, ctx: int, blocks: list, head_fmt) -> _Seg:
-        """Every block in one call per segment (no replay), then the head."""
-        return self.linears(tokens, blocks, head_fmt) + self.attention(tokens, ctx, len(blocks))
+    def steady(self, tokens: int, ctx: int, i: int, v, core: bool = False) -> _Seg:
+        """Block i at its steady-state cost: two such blocks minus one keeps the
+        overlap with a neighbour that a lone block lacks."""
+        return self.sim(tokens, ctx, (i, i), (v, v), core) + self.sim(tokens, ctx, (i,), (v,), core) * -1
 
-    def replay_linears(self, tokens: int, blocks: list, head_fmt) -> _Seg:
-        """The chain of every block's linears + the head from at most two
-        calls per distinct block: the first block with the head, and each
-        further block at its steady-state cost (two blocks minus one, which
-        keeps the overlap between neighbours that a lone block lacks)."""
-        total = self.linears(tokens, blocks[:1], head_fmt)
-        for fmts in blocks[1:]:
-            total = total + self.linears(tokens, [fmts, fmts]) + self.linears(tokens, [fmts]) * -1
-        return total
+    def base(self, tokens: int, ctx: int) -> tuple:
+        """(every block and the head at `ctx` with every layer's caches where
+        layer 0's are, the attention cores of the same as counted in it)."""
+        v = self.residency(ctx)[0]
+        full, cores = self.first(tokens, ctx, v), self.first(tokens, ctx, v, True)
+        for i in range(1, self.cfg.n_layers):
+            full = full + self.steady(tokens, ctx, i, v)
+            cores = cores + self.steady(tokens, ctx, i, v, True)
+        return full, cores
 
-    def replay_attention(self, tokens: int, ctx: int) -> _Seg:
-        one = self.attention(tokens, ctx, 1)
-        n = self.cfg.n_layers
-        return one if n == 1 else one + (self.attention(tokens, ctx, 2) + one * -1) * (n - 1)
-
-
-def _dense():
-    from archsim.ir.formats import DenseFormat
-
-    return DenseFormat(bits=8)
-
-
-def _prefixed(layers, i):
-    import dataclasses
-
-    return [dataclasses.replace(L, name=f"blocks.{i}.{L.name}") for L in layers]
+    def full_step(self, tokens: int, ctx: int) -> _Seg:
+        """Every layer in one simulation, the allocator placing the caches."""
+        return self.sim(tokens, ctx, tuple(range(self.cfg.n_layers)))
 
 
 def _samples(first: int, last: int, n: int) -> list[int]:
@@ -455,20 +489,18 @@ def simulate_llm(model, arch: Union[str, Path, ArchSpec], prompt: int = 512, gen
         arch = arch.with_overrides(list(overrides))
     _check_inputs(arch, prompt, generate, batch, kv, cfg)
     blocks, head_fmt, label, hardware_only = _block_formats(cfg, module, weights)
-    run = _Runner(cfg, arch, kv, batch)
+    run = _Runner(cfg, arch, kv, batch, blocks, head_fmt)
 
     steps = list(range(1, generate))          # decode step s: one token after prompt + s - 1 cached
     ctx = [prompt + s for s in steps]
     if mode == "full":
-        prefill = run.full_step(prompt, prompt, blocks, head_fmt)
-        per_step = [run.full_step(1, c, blocks, head_fmt) for c in ctx]
+        prefill = run.full_step(prompt, prompt)
+        per_step = [run.full_step(1, c) for c in ctx]
         sampled = list(ctx)
     else:
-        prefill = run.replay_linears(prompt, blocks, head_fmt) + run.replay_attention(prompt, prompt)
-        fixed = run.replay_linears(1, blocks, head_fmt) if steps else _Seg()
+        prefill = _fast_phase(run, prompt, [prompt], [prompt])[0]
         sampled = _samples(ctx[0], ctx[-1], decode_samples) if steps else []
-        att = [run.replay_attention(1, c) for c in sampled]
-        per_step = [fixed + _interp(sampled, att, c) for c in ctx]
+        per_step = _fast_phase(run, 1, ctx, sampled) if steps else []
 
     mhz = arch.clock_mhz
     ms = [s.cycles / (mhz * 1e3) for s in per_step]
@@ -485,20 +517,24 @@ def simulate_llm(model, arch: Union[str, Path, ArchSpec], prompt: int = 512, gen
     shapes = linear_shapes(cfg)
     storage = sum(fmts[n].storage_bits(o * i) for fmts in blocks for n, (o, i) in shapes.items())
     storage += head_fmt.storage_bits(cfg.vocab * cfg.dim)
-    notes = [
-        "KV cache read from DRAM whole every step as the attention matmuls' second operand "
-        "(no on-chip residency until the memory redesign); KV scales as a transfer at DRAM bandwidth",
-        "non-GEMM operators (norms, rotary, softmax, activations) and the embedding lookup not simulated",
-        "prefill attention computes the full prompt x prompt scores (the causal half is not skipped)",
-    ]
+    kv_on_chip = [sum(lv != "dram" for pair in run.residency(c) for lv in pair) / 2 for c in [prompt] + ctx]
+    notes = [_kv_note(arch, run, prompt, ctx, kv_on_chip)]
+    if arch.vector_unit is None:
+        notes.append("no vector unit: the non-GEMM operators (norms, rotary, softmax, SiLU/GELU, residual adds, "
+                     "cache appends) and the embedding lookup are not simulated")
+    else:
+        notes.append(f"non-GEMM operators (norms, rotary, softmax, SiLU/GELU, residual adds, cache appends as "
+                     f"'{kv.append_op}') and the embedding lookup run on the vector unit")
+    notes.append("prefill attention computes the full prompt x prompt scores (the causal half is not skipped)")
     if mode == "fast":
         distinct = len({_fmt_key(f) for f in blocks})
-        notes.append(f"replay: {distinct} distinct block(s) x {cfg.n_layers} layers, each block after the "
-                     f"first at its steady-state cost (2 blocks - 1 block); linears and head simulated once "
-                     f"per phase; decode attention simulated at context {sampled} and linearly "
-                     f"interpolated over the {nd} decode steps")
+        notes.append(f"fast: {distinct} distinct block(s) x {cfg.n_layers} layers, each block after the first at "
+                     f"its steady-state cost (2 blocks - 1 block), at the first context of each phase; the "
+                     f"attention cores (cache appends, q.K^T, softmax, .V) simulated at context {sampled}, "
+                     f"linearly interpolated over the {nd} decode steps, each step with the caches where the "
+                     f"allocator puts them at its own context")
     else:
-        notes.append("full: every block and every decode step simulated")
+        notes.append("full: every layer and every decode step in one simulation each")
     return LLMReport(
         model=cfg.name, arch=arch.name, weights=label, kv_format=kv.name, prompt=prompt, generate=generate,
         batch=batch, hardware_only=hardware_only, clock_mhz=mhz,
@@ -510,4 +546,45 @@ def simulate_llm(model, arch: Union[str, Path, ArchSpec], prompt: int = 512, gen
         prefill_dram_bytes={"weights": prefill.weight_bytes, "codebook": prefill.codebook_bytes,
                             "kv": prefill.kv_bytes, "activations": prefill.act_bytes},
         weight_storage_bytes=math.ceil(storage / 8), context=ctx, ms_per_token=ms, sampled_context=sampled,
+        kv_layers_on_chip=kv_on_chip[1:], prefill_kv_layers_on_chip=kv_on_chip[0],
         mode=mode, sim_wall_s=time.perf_counter() - t0, notes=notes)
+
+
+def _fast_phase(run: _Runner, tokens: int, contexts: list, sampled: list) -> list:
+    """Each context's step (a phase: prefill = one context, decode = one per
+    step): the whole model at the phase's first context (_Runner.base), its
+    attention cores replaced by those at the step's context, with each
+    layer's caches where the allocator puts them then. The cores'
+    first-block and steady-state costs per cache placement are simulated at
+    the `sampled` contexts and linearly interpolated in between."""
+    ref = contexts[0]
+    full, counted = run.base(tokens, ref)
+    fixed = full + counted * -1
+    placements = {c: run.residency(c) for c in contexts}
+    firsts = {p[0] for p in placements.values()}
+    rests = {v for p in placements.values() for v in p[1:]}
+    f = {v: [run.first(tokens, c, v, True) for c in sampled] for v in firsts}
+    st = {v: [run.steady(tokens, c, 0, v, True) for c in sampled] for v in rests}
+    out = []
+    for c in contexts:
+        p = placements[c]
+        att = _interp(sampled, f[p[0]], c)
+        for v in set(p[1:]):
+            att = att + _interp(sampled, st[v], c) * p[1:].count(v)
+        out.append(fixed + att)
+    return out
+
+
+def _kv_note(arch: ArchSpec, run: _Runner, prompt: int, ctx: list, on_chip: list) -> str:
+    """Where the caches lived, in words."""
+    n = run.cfg.n_layers
+    levels = [lv.name for lv in arch.memory.levels if "kv" in lv.serves]
+    per_layer = 2 * run.cache_bytes(ctx[-1] if ctx else prompt)
+    if not levels:
+        return (f"KV cache in DRAM (no memory level serves kv): every step reads each layer's whole cache "
+                f"({per_layer / 1e6:.3f} MB per layer at the last context) and writes the new token's K and V")
+    last = on_chip[-1]
+    return (f"KV cache: a persistent tensor per layer, K and V, kept in {', '.join(levels)} while it fits "
+            f"(layers on chip: {on_chip[0]:g} of {n} after the prefill, {last:g} at the last step; "
+            f"{per_layer / 1e6:.3f} MB per layer then), otherwise read from and appended to in DRAM. "
+            f"A cache that stops fitting moves to DRAM; that one-time write-back is not counted")

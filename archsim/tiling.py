@@ -120,6 +120,8 @@ class LayerTiler:
         self.capacity = {n: getattr(bufs, n).capacity_bytes for n in ("weight", "input", "output")}
         self._acc_bits = getattr(pe, "acc_bits", 32)
         self._fold_fmt = None if layer.op == "matmul" else layer.fmt  # a matmul's operands are activations
+        # a matmul's second operand may be a stored tensor of its own width (a KV cache)
+        self.b_bits = self.act_bits
         self.needs_decode = layer.op != "matmul" and layer.fmt.decode_lookups(1) > 0
 
     # -- sizes (memoised: a nest asks for the same few tile sizes many times) ----
@@ -136,8 +138,9 @@ class LayerTiler:
     def w_bytes(self, n: int) -> int:
         v = self._w_memo.get(n)
         if v is None:
-            # a matmul's second operand is an activation
-            v = self._w_memo[n] = self.act_bytes(n) if self.layer.op == "matmul" else max(1, self.fmt.tile_bytes(n))
+            # a matmul's second operand is an activation, or a tensor stored at its own width
+            v = self._w_memo[n] = math.ceil(n * self.b_bits / 8) if self.layer.op == "matmul" \
+                else max(1, self.fmt.tile_bytes(n))
         return v
 
     def psum_bytes(self, n: int) -> int:
@@ -182,13 +185,43 @@ class LayerTiler:
         base = self.addresses.next(name, nbytes)
         return {"tensor": name, "addr": (base,) + tuple(rows) if rows is not None else base}
 
+    # a codebook larger than the buffer (archsim.hw.codebook.Overflow), set by _load_side_data
+    cb_overflow = None
+
     def decode(self, deps, n_weights: int, read_bytes: int) -> int:
         """Rebuild n_weights from the weight buffer's compressed tile."""
         lookups = self.fmt.decode_lookups(n_weights)
         actions = self.decoder_cls.decode_actions(self.arch.decoder, self.fmt, n_weights, lookups)
+        extra = self.decoder_cls.decode_extra(self.fmt, n_weights)
+        ov = self.cb_overflow
+        if ov is not None:
+            return self._decode_overflow(ov, tuple(deps), n_weights, read_bytes, lookups, actions, extra)
         return self.b.add("decode", "decoder", self.li, tuple(deps) + (self.side_load,), lookups=lookups,
-                          weights=n_weights, actions=actions, sram=(("weight", read_bytes, 0),),
-                          **self.decoder_cls.decode_extra(self.fmt, n_weights))
+                          weights=n_weights, actions=actions, sram=(("weight", read_bytes, 0),), **extra)
+
+    def _decode_overflow(self, ov, deps, n_weights, read_bytes, lookups, actions, extra) -> int:
+        """decode() with a codebook that does not fit the buffer
+        (archsim/hw/codebook.py states the model). cache: one load of the
+        tile's expected misses, which the decode waits for. stream: the
+        codebook in chunks, one decode pass per chunk; returns the last pass."""
+        b, li = self.b, self.li
+        if ov.mode == "cache":
+            misses = ov.misses(lookups)
+            fetch = b.add("load", "dma.codebook", li, deps + (self.side_load,), bytes=misses * ov.line_bytes,
+                          buf="codebook", codewords=misses, actions=(("codebook.write", misses),))
+            return b.add("decode", "decoder", li, deps + (self.side_load, fetch), lookups=lookups,
+                         weights=n_weights, actions=actions, sram=(("weight", read_bytes, 0),), **extra)
+        v = None
+        for j in range(len(ov.bounds) - 1):
+            cw = ov.bounds[j + 1] - ov.bounds[j]
+            # the buffer holds one chunk: it is refilled once the previous pass is done
+            chunk = b.add("codebook_load", "dma.codebook", li, (ov.last_pass or self.side_load,),
+                          bytes=ov.chunk_bytes(j), buf="codebook", codewords=cw, actions=(("codebook.write", cw),))
+            v = ov.last_pass = b.add(
+                "decode", "decoder", li, deps + (self.side_load, chunk), lookups=ov.share(lookups, j),
+                weights=ov.share(n_weights, j), actions=tuple((a, ov.share(n, j)) for a, n in actions),
+                sram=(("weight", ov.share(read_bytes, j), 0),), **{a: ov.share(n, j) for a, n in extra.items()})
+        return v
 
     def compute(self, fold, deps, macs: int, alloc=(), sram=()) -> int:
         cycles, actions = self.pe.fold_cost(fold, self._fold_fmt)
@@ -258,6 +291,7 @@ class _DryRun(LayerTiler):
     def __init__(self, t: LayerTiler):
         # not routed: a loop order is chosen on the private buffers alone, as without shared levels
         super().__init__(t.b, t.arch, t.pe, t.layer, t.li, None, t.decoder_cls)
+        self.b_bits = t.b_bits
         self.pe_cycles = 0
         self.dram_bytes = 0
         self.loads: dict[str, int] = {}  # DMA queue -> transfers (each waits out the DRAM latency)
@@ -303,13 +337,20 @@ def _load_side_data(b: _Builder, t: LayerTiler, arch: ArchSpec, prev_decode_end:
                                f"codebook buffer and decoder", file=arch.path, field="codebook")
         k, d = getattr(fmt, "k", 0), getattr(fmt, "d", 1)
         cbits = getattr(fmt, "codebook_bits", 8)
-        if k > arch.codebook.entries:
-            raise ArchsimError(f"buffer too small for one tile: layer {L.name} needs {k} codewords",
+        overflow = arch.codebook.overflow
+        if k > arch.codebook.entries and overflow == "refuse":
+            raise ArchsimError(f"buffer too small for one tile: layer {L.name} needs {k} codewords "
+                               f"(or set codebook.overflow to stream or cache)",
                                file=arch.path, field="codebook.entries")
         if d * cbits > arch.codebook.width_bits:
             raise ArchsimError(f"buffer too small for one tile: layer {L.name} codeword is {d * cbits} bits",
                                file=arch.path, field="codebook.width_bits")
         codewords = k * getattr(fmt, "n_codebooks", 1)
+        if k > arch.codebook.entries:  # cached or streamed (archsim/hw/codebook.py)
+            from archsim.hw.codebook import Overflow
+
+            t.cb_overflow = Overflow(overflow, fmt, arch.codebook, L.n_weights)
+            codewords, side = t.cb_overflow.layer_load()
         # one codebook at a time: the next layer's load waits for this layer's last decode
         t.side_load = b.add("codebook_load", "dma.codebook", t.li, (prev_decode_end,), bytes=side,
                             buf="codebook", codewords=codewords, actions=(("codebook.write", codewords),))
@@ -332,7 +373,7 @@ def _layer_shape(L: LayerSpec) -> tuple:
 def _layer_key(L: LayerSpec, t: LayerTiler):
     """Everything a layer's nodes depend on besides the architecture: its
     shape, which outside nodes it waits for, and where its tensors live."""
-    key = _layer_shape(L) + (t.prev_store is None, t.side_load is None)
+    key = _layer_shape(L) + (t.prev_store is None, t.side_load is None, t.b_bits)
     if t.router is not None:
         key += tuple((role, t.router.state(name)) for role, name in sorted(t.tensors.items()))
     return key
@@ -426,13 +467,16 @@ def _tile(layers: list[LayerSpec], arch: ArchSpec) -> TileGraph:
             router = Router(alloc)
         if arch.dram.kind != "dram":  # the pipe does not look at addresses
             addresses = AddressSpace({t.name: t.bytes for t in candidates})
+    stored_bits = {n: info.bits for n, info in getattr(layers, "tensors", {}).items() if info.bits is not None}
     for li, L in enumerate(ops):
         if isinstance(L, VectorOp):
             prev_store = _tile_vector_op(b, vu, L, li, prev_store, router, roles[li], L.name in fused,
-                                         arch.pe_array.act_bits)
+                                         arch.pe_array.act_bits, stored_bits.get(L.output))
             summaries.append(_vector_summary(L, vu, L.name in fused))
             continue
         t = LayerTiler(b, arch, pe, L, li, prev_store, decoder_cls, router, roles[li], addresses)
+        if L.op == "matmul" and len(L.inputs) > 1 and L.inputs[1] in stored_bits:
+            t.b_bits = stored_bits[L.inputs[1]]
         _load_side_data(b, t, arch, prev_decode_end)
         first_node, first_edge, first_choice = len(b.nodes), len(b.edges), len(b.dram_choices)
         key = _layer_key(L, t) if pe.layers_independent else None
@@ -492,11 +536,12 @@ def _vector_summary(op: VectorOp, vu, fused: bool) -> dict:
 
 
 def _tile_vector_op(b: _Builder, vu, op: VectorOp, li: int, prev_store, router, tensors: dict, fused: bool,
-                    act_bits: int):
+                    act_bits: int, out_bits: float | None = None):
     """A non-GEMM operator on the vector unit: its inputs and output stream
     through the unit's buffer in chunks (double buffered); each chunk is a
     load per input, one compute and one store. A fused operator runs in the
-    PE array's write-back: no transfer, no cycle, only its lane-ops."""
+    PE array's write-back: no transfer, no cycle, only its lane-ops.
+    `out_bits`: the output tensor's own width (a KV cache append), else act_bits."""
     lane_ops = vu.lane_ops(op.op, op.elems, op.window)
     if fused:
         b.push({"kind": "vector", "unit": "vector", "layer": li, "alloc": (), "free": (), "sram": (),
@@ -507,7 +552,7 @@ def _tile_vector_op(b: _Builder, vu, op: VectorOp, li: int, prev_store, router, 
     extra = []  # an embedding gathers its rows of the table from DRAM
     if op.op == "embedding":
         extra = [nbytes(op.elems)]
-    out_bytes = nbytes(op.elems)
+    out_bytes = nbytes(op.elems) if out_bits is None else max(1, math.ceil(op.elems * out_bits / 8))
     chunk = vu.spec.buffer_bytes
     n = max(1, -(-(sum(in_bytes) + sum(extra) + out_bytes) // chunk))
     part = lambda total, j: total * (j + 1) // n - total * j // n
@@ -561,7 +606,9 @@ class TileCache:
     @staticmethod
     def _keys(layers, arch: ArchSpec):
         lk = tuple((L.name,) + _layer_shape(L) for L in layers) + tuple(
-            (o.name, o.op, o.elems, o.in_elems, o.window, o.inputs, o.output) for o in getattr(layers, "vector_ops", ()))
+            (o.name, o.op, o.elems, o.in_elems, o.window, o.inputs, o.output) for o in getattr(layers, "vector_ops", ())) \
+            + tuple((n, i.elems, i.bits, i.level) for n, i in getattr(layers, "tensors", {}).items() if i.persistent
+                    or i.bits is not None)
         dump = arch.model_dump(mode="json")
         return lk, json.dumps({k: v for k, v in dump.items() if k not in NOT_MAPPING}, sort_keys=True)
 

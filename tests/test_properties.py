@@ -389,6 +389,8 @@ def test_a_shared_level_conserves_bytes_and_never_adds_dram_traffic(case, log_ca
     without the level, no layer reads more from DRAM, and more capacity
     never raises DRAM traffic."""
     layers, arch = case
+    # the base without any shared level (llm_edge ships one)
+    arch = arch.with_overrides(["memory.levels=[]", "memory.retain_activations=false"])
     base = simulate(layers, arch)
     if base is None:
         return

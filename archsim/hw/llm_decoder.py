@@ -8,10 +8,16 @@ the slower sets the pace: lookups (`vectors_per_cycle`, capped by the
 codebook's read ports) and additions (`adders`, element adds per cycle).
 
 The codebook's cost where it hurts: a 2^16 x 8 FP16 codebook is 1 MiB per
-layer. The architecture's codebook buffer must hold it (the tiler refuses
-one that does not, naming codebook.entries); it is then reloaded from DRAM
-for every layer, on every decode step, behind the previous layer's last
-decode. Both show in the simulation: the codebook's DRAM bytes
+layer. A codebook buffer that holds it reloads it from DRAM for every
+layer, on every decode step, behind the previous layer's last decode. One
+that does not (k > codebook.entries) is refused, naming codebook.entries,
+unless `codebook.overflow` is `cache` (the buffer caches `entries`
+codewords; with near-uniform indices every lookup misses with probability
+1 - entries/K and each decode tile fetches its expected misses, one 32 B
+burst per codeword) or `stream` (the whole codebook passes through the
+buffer in chunks for every decode tile, the tile decoded in one pass per
+chunk: the no-reuse bound); archsim/hw/codebook.py states the model. Both
+show in the simulation: the codebook's DRAM bytes
 (dram_read_by_buffer['codebook']) and the decoder and PE waiting for it.
 """
 from __future__ import annotations

@@ -27,6 +27,9 @@ DEFAULT_OP_CYCLES = {
     "gelu": 4, "silu": 4, "sigmoid": 4, "tanh": 4, "rotary": 3,
     "batchnorm": 1,  # inference BN is one multiply-add per element (folded scale and shift)
     "layernorm": 3, "rmsnorm": 2, "groupnorm": 3, "softmax": 6,
+    # quantizing to a narrower format with a scale per group (a KV cache
+    # append): an absolute-max pass and a scale-and-round pass
+    "quantize": 2,
 }
 
 

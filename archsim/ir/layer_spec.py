@@ -79,7 +79,7 @@ class LayerSpec:
 # pieces come out as those classes).
 VECTOR_OPS = ("add", "mul", "scale", "relu", "relu6", "gelu", "silu", "sigmoid", "tanh", "hardswish",
               "maxpool", "avgpool", "adaptive_avgpool", "batchnorm", "layernorm", "rmsnorm", "groupnorm",
-              "softmax", "rotary", "embedding", "concat")
+              "softmax", "rotary", "embedding", "concat", "quantize")
 
 
 @dataclass
@@ -115,6 +115,18 @@ class TensorInfo:
     elems: int                  # batch included
     producer: Optional[str]     # op name; None for a network input
     consumers: tuple = ()       # op names that read it, in program order
+    # storage width in bits per element (scales included) where it is not an
+    # activation at the array's act_bits: a KV cache in its KV format
+    bits: Optional[float] = None
+    # lives across runs (an LLM's KV cache between decode steps): held from
+    # the first op to the last; a kept one is already on chip when the run
+    # starts and stays there after it, one not kept is read from and written
+    # to DRAM. Never a network output to flush.
+    persistent: bool = False
+    # where a persistent tensor lives, decided by the caller across runs
+    # (archsim.llm places every layer's cache at once): a level name or
+    # "dram"; None = the allocator decides
+    level: Optional[str] = None
 
 
 class Workload(list):
@@ -138,6 +150,31 @@ class Workload(list):
     @property
     def vector_ops(self) -> list:
         return [o for o in self.ops if isinstance(o, VectorOp)]
+
+    def subgraph(self, names) -> "Workload":
+        """The operators named in `names` (program order kept) as a workload
+        of its own: a tensor one of them reads but none writes is an input,
+        one they write that an operator outside reads (or a network output)
+        is an output."""
+        import dataclasses
+
+        keep = set(names)
+        ops = [o for o in self.ops if o.name in keep]
+        tensors, inputs, outputs = {}, [], []
+        for o in ops:
+            for t in tuple(o.inputs) + (o.output,):
+                if t in tensors or t not in self.tensors:
+                    continue
+                info = self.tensors[t]
+                inside = info.producer in keep
+                tensors[t] = dataclasses.replace(info, producer=info.producer if inside else None,
+                                                 consumers=tuple(c for c in info.consumers if c in keep))
+                if not inside and not info.persistent:
+                    inputs.append(t)
+                elif inside and not info.persistent and (
+                        t in self.outputs or any(c not in keep for c in info.consumers)):
+                    outputs.append(t)
+        return Workload(ops, tensors, inputs, outputs)
 
     def with_layers(self, layers: list) -> "Workload":
         """The same DAG with each layer replaced by the one at its position in

@@ -247,6 +247,116 @@ def build_llm(name: str, device: str = "meta", seed: int = 0) -> DecoderLM:
     return model.eval()
 
 
+class Step(nn.Module):
+    """One step of generation as the compiler sees it: the embedding of the
+    new tokens (and OPT's learned positions), `n_blocks` blocks each against
+    its own K/V cache (past_k, past_v: n_blocks x batch x n_kv_heads x past x
+    head_dim), and the head."""
+
+    def __init__(self, cfg: LLMConfig, n_blocks: Optional[int] = None):
+        super().__init__()
+        self.cfg = cfg
+        self.embed = nn.Embedding(cfg.vocab, cfg.dim)
+        self.pos = nn.Embedding(cfg.max_pos + _OPT_POS_OFFSET, cfg.dim) if cfg.style == "opt" else None
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers if n_blocks is None else n_blocks))
+        self.head = Head(cfg, self.embed)
+
+    def forward(self, tokens, positions, past_k, past_v):
+        x = self.embed(tokens)
+        if self.pos is not None:
+            x = x + self.pos(positions + _OPT_POS_OFFSET)
+        for i, blk in enumerate(self.blocks):
+            x = blk(x, past_k[i], past_v[i])[0]
+        return self.head(x)
+
+
+def step_workload(cfg: LLMConfig, tokens: int, past: int, batch: int = 1, n_blocks: Optional[int] = None,
+                  formats: Optional[dict] = None, kv_bits: Optional[float] = None, kv_op: str = "concat"):
+    """The Workload of one step (Step, traced on the meta device): `tokens`
+    new tokens after `past` cached ones. `formats`: {module name
+    ('blocks.0.attn.q_proj', 'head.lm_head', ...): WeightFormat}.
+
+    Each block's cache is one persistent tensor per K and V
+    ('blocks.i.attn.k_cache', 'blocks.i.attn.v_cache': past + tokens tokens,
+    stored at `kv_bits` per element, scales included; None = act_bits). The
+    traced torch.cat(past, new) becomes an append ('blocks.i.attn.k_append',
+    operator class `kv_op`: 'concat' copies, 'quantize' scales and rounds)
+    that writes the new tokens' elements only: a cache grows in place, it is
+    not copied every step."""
+    from workloads.compile import trace
+
+    with torch.device("meta"):
+        model = Step(cfg, n_blocks).eval()
+    nb = len(model.blocks)
+    kv = torch.empty(nb, batch, cfg.n_kv_heads, past, cfg.head_dim, device="meta")
+    inputs = (torch.empty(batch, tokens, dtype=torch.long, device="meta"),
+              torch.empty(tokens, dtype=torch.long, device="meta"), kv, kv)
+    return _kv_appends(trace(model, inputs, formats=formats), kv_bits, kv_op)
+
+
+def _kv_appends(wl, kv_bits, kv_op: str):
+    """Rewrite each cat(cache view, new K or V) of a traced Step into an
+    append to a persistent cache tensor (see step_workload)."""
+    import dataclasses
+
+    from archsim.ir.layer_spec import TensorInfo, VectorOp, Workload
+
+    past = {n for n in ("past_k", "past_v") if n in wl.tensors}
+    rename: dict[str, str] = {}  # traced tensor / op name -> cache name
+    seen = {"k": 0, "v": 0}
+    ops = []
+    for o in wl.ops:
+        if isinstance(o, VectorOp) and o.op == "concat" and len(o.inputs) == 2 and _root_input(wl, o.inputs[0]) in past:
+            # blocks run in program order: the i-th K (V) append is block i's
+            which = "k" if _root_input(wl, o.inputs[0]) == "past_k" else "v"
+            blk = f"blocks.{seen[which]}"
+            seen[which] += 1
+            cache = f"{blk}.attn.{which}_cache"
+            rename[o.output] = cache
+            new = o.in_elems[1]
+            ops.append(VectorOp(f"{blk}.attn.{which}_append", kv_op, new, (o.inputs[1],), (new,), cache))
+            continue
+        ops.append(o)
+    fix = lambda names: tuple(rename.get(n, n) for n in names)
+    out_ops = []
+    for o in ops:
+        if isinstance(o, VectorOp):
+            o = dataclasses.replace(o, inputs=fix(o.inputs))
+        else:
+            o = dataclasses.replace(o, inputs=fix(o.inputs), output=rename.get(o.output, o.output))
+        out_ops.append(o)
+    appends = {o.output: o.name for o in out_ops if isinstance(o, VectorOp) and o.output in rename.values()}
+    tensors = {}
+    for n, info in wl.tensors.items():
+        if n in past or _root_input(wl, n) in past and n not in rename:
+            continue  # the cache views: the caches below stand for them
+        if n in rename:
+            c = rename[n]
+            tensors[c] = TensorInfo(c, info.elems, appends[c], info.consumers, bits=kv_bits, persistent=True)
+        else:
+            tensors[n] = dataclasses.replace(info, consumers=tuple(rename.get(c, c) for c in info.consumers))
+    # the consumers of a cache's producer tensor name the append, not the cat
+    cat_to_append = {o: appends[rename[o]] for o in rename}
+    for n, info in tensors.items():
+        if any(c in cat_to_append for c in info.consumers):
+            tensors[n] = dataclasses.replace(info, consumers=tuple(cat_to_append.get(c, c) for c in info.consumers))
+    inputs = tuple(n for n in wl.inputs if n in tensors)
+    outputs = tuple(n for n in wl.outputs if n not in rename and n in tensors)
+    return Workload(out_ops, tensors, inputs, outputs)
+
+
+def _root_input(wl, name: str) -> str:
+    """The network input a view chain starts from (or `name`)."""
+    info = wl.tensors.get(name)
+    seen = 0
+    while info is not None and info.producer is not None and seen < 8:
+        op = next((o for o in wl.ops if o.name == info.producer), None)
+        if op is None or not op.inputs:
+            break
+        name, info, seen = op.inputs[0], wl.tensors.get(op.inputs[0]), seen + 1
+    return name
+
+
 def block_inputs(cfg: LLMConfig, tokens: int, past: int, batch: int = 1):
     """Meta example inputs of one block: (x, past_k, past_v); prefill has an
     empty cache (past = 0)."""
