@@ -292,11 +292,11 @@ class Workload:
         self._model = None
         w = study.workload
         if w.llm is not None:  # simulate_llm builds its layers per point
-            from workloads.zoo.llm import block_layers, preset
+            from workloads.zoo.llm import preset, step_workload
 
             # one block traced here: the tracer's imports (seconds) happen once,
             # not again in each local pool worker (forked from this process)
-            block_layers(preset(w.llm), 1, 0)
+            step_workload(preset(w.llm), 1, 1, n_blocks=1)
             self.layers = None
             self.model_id = f"llm:{w.llm}"
         elif w.topology is not None:

@@ -6,29 +6,35 @@ that grows by one token per step.
     print(r.describe())
 
 What is simulated, and how (each stated in the report's notes):
-  * A step runs every transformer block, then the head (final norm + the
-    vocabulary projection of the last token). The prefill runs `prompt`
-    tokens with an empty cache and yields the first token (TTFT); each of the
-    `generate - 1` decode steps runs one token against a cache of
-    prompt + step - 1 tokens (TPOT = their mean).
-  * A block is two segments, each one archsim.api.simulate() call: its
-    linear layers (weights in their formats, activations at the array's
-    act_bits), and its attention matmuls (q @ K^T, attn @ V) whose second
-    operand is the K or V cache, read from DRAM whole at the KV format's
-    element width (the array's act_bits set to it). Until shared memory
-    levels hold the cache on chip it is always read from DRAM. KV scales
-    (one per token and K/V head) are a transfer of their bytes at the DRAM
-    bandwidth added to the attention segment.
-  * Replay: blocks with the same weight formats are identical; one is
-    simulated and multiplied by their number. Linear layers and the head do
-    not depend on context: simulated once per phase. Attention is simulated
-    at `decode_samples` context lengths spread evenly over the decode steps
-    (first and last included) and linearly interpolated in between; with
-    mode="full" every step simulates the whole model (all blocks in one call
-    per segment, every context length), which the fast mode must match
-    within 1% (tests/test_llm.py).
-  * Non-GEMM operators (norms, rotary, softmax, SiLU) and the embedding
-    lookup are not simulated: the vector unit is not modelled yet.
+  * A step is one traced workload (workloads.zoo.llm.step_workload): the
+    embedding of the new tokens, every transformer block, then the head
+    (final norm + the vocabulary projection of the last token). The prefill
+    runs `prompt` tokens with an empty cache and yields the first token
+    (TTFT); each of the `generate - 1` decode steps runs one token against a
+    cache of prompt + step - 1 tokens (TPOT = their mean).
+  * Non-GEMM operators (norms, rotary, softmax, SiLU/GELU, residual adds,
+    the embedding lookup and the cache appends) run on the architecture's
+    vector unit; without one they are not simulated (said in the notes).
+  * The KV cache is a persistent tensor per layer, K and V, at the KV
+    format's width (per-token scales included). The allocator places the
+    caches before any other tensor, layer by layer, in a memory level that
+    serves 'kv' while they fit (read from there; the new token's K and V
+    appended there), else they live in DRAM (every step reads the whole
+    cache; the append writes one token). As the context grows, the caches
+    leave the chip one by one, each copied to DRAM by the vector unit before
+    the step that no longer finds it on chip. Attention reads the cache as the second
+    operand of q @ K^T and attn @ V; a grouped-query head shares its K/V.
+  * Fast mode (the default): blocks with the same weight formats are
+    identical; the whole model is estimated from one block with the head and
+    each further block at its steady-state cost (two blocks minus one), at
+    the first context of each phase; the attention cores (the appends, the
+    two matmuls and the softmax between them: the operators whose size
+    depends on the context) are then replaced by theirs at each step's
+    context, with each layer's caches where the allocator puts them at that
+    context. The cores are simulated at `decode_samples` contexts spread
+    evenly over the decode steps (first and last included) and linearly
+    interpolated in between. mode="full" simulates the whole model at every
+    step, which the fast mode must match within 1% (tests/test_llm.py).
 """
 from __future__ import annotations
 
@@ -80,7 +86,7 @@ class _Seg:
     """One simulate() call's totals (or a sum / interpolation of them)."""
     cycles: float = 0.0
     energy_pj: float = 0.0
-    weight_bytes: float = 0.0      # weight tiles, codebooks, scales of the linears
+    weight_bytes: float = 0.0      # weight tiles, codebooks, scales of the linears, embedding rows
     codebook_bytes: float = 0.0    # of which codebooks
     kv_bytes: float = 0.0
     act_bytes: float = 0.0
@@ -97,10 +103,6 @@ class _Seg:
     def _t(self):
         return (self.cycles, self.energy_pj, self.weight_bytes, self.codebook_bytes, self.kv_bytes, self.act_bytes,
                 self.codebook_load_cycles, self.decoder_wait_cycles, self.pe_wait_cycles)
-
-    @property
-    def dram_bytes(self):
-        return self.weight_bytes + self.kv_bytes + self.act_bytes
 
 
 @dataclass
@@ -292,7 +294,7 @@ def _seg_of(report) -> _Seg:
         moved = row["dram_read_bytes"] + row["dram_write_bytes"]
         if row["op"] == "matmul":
             kv = by.get("weight", 0)  # the second operand, the K or V cache, goes to the weight buffer
-        elif row["name"].endswith(("k_append", "v_append")):
+        elif row["name"].endswith(("k_append", "v_append")) or row["name"].startswith("kv_evict@"):
             kv = row["dram_write_bytes"]
         else:
             kv = 0
@@ -436,6 +438,34 @@ class _Runner:
         """Every layer in one simulation, the allocator placing the caches."""
         return self.sim(tokens, ctx, tuple(range(self.cfg.n_layers)))
 
+    def evictions(self, ctx: int) -> _Seg:
+        """The caches that stop fitting when the context grows from ctx - 1 to
+        ctx: each is copied from its level to DRAM (through the vector unit,
+        before the step that no longer finds it on chip). None without a
+        vector unit to copy them (not simulated then; the notes say so)."""
+        moved: dict[str, int] = {}
+        for before, now in zip(self.residency(ctx - 1), self.residency(ctx)):
+            for lv, lv_now in zip(before, now):
+                if lv != "dram" and lv_now != lv:
+                    moved[lv] = moved.get(lv, 0) + self.cache_bytes(ctx - 1)
+        if not moved or self.arch.vector_unit is None:
+            return _Seg()
+        key = ("evict", tuple(sorted(moved.items())))
+        if key not in self._memo:
+            from archsim.ir.layer_spec import TensorInfo, VectorOp, Workload
+
+            from .api import simulate
+
+            ops, tensors = [], {}
+            for lv, nb in moved.items():
+                src, dst = f"kv_cache.leaving@{lv}", f"kv_cache.left@{lv}"
+                op = VectorOp(f"kv_evict@{lv}", "concat", nb, (src,), (nb,), dst)
+                ops.append(op)
+                tensors[src] = TensorInfo(src, nb, None, (op.name,), bits=8, persistent=True, level=lv)
+                tensors[dst] = TensorInfo(dst, nb, op.name, (), bits=8, persistent=True, level="dram")
+            self._memo[key] = _seg_of(simulate(Workload(ops, tensors), self.arch))
+        return self._memo[key]
+
 
 def _samples(first: int, last: int, n: int) -> list[int]:
     if last - first + 1 <= n:
@@ -495,12 +525,12 @@ def simulate_llm(model, arch: Union[str, Path, ArchSpec], prompt: int = 512, gen
     ctx = [prompt + s for s in steps]
     if mode == "full":
         prefill = run.full_step(prompt, prompt)
-        per_step = [run.full_step(1, c) for c in ctx]
+        per_step = [run.full_step(1, c) + run.evictions(c) for c in ctx]
         sampled = list(ctx)
     else:
         prefill = _fast_phase(run, prompt, [prompt], [prompt])[0]
         sampled = _samples(ctx[0], ctx[-1], decode_samples) if steps else []
-        per_step = _fast_phase(run, 1, ctx, sampled) if steps else []
+        per_step = [s + run.evictions(c) for s, c in zip(_fast_phase(run, 1, ctx, sampled), ctx)] if steps else []
 
     mhz = arch.clock_mhz
     ms = [s.cycles / (mhz * 1e3) for s in per_step]
@@ -584,7 +614,9 @@ def _kv_note(arch: ArchSpec, run: _Runner, prompt: int, ctx: list, on_chip: list
         return (f"KV cache in DRAM (no memory level serves kv): every step reads each layer's whole cache "
                 f"({per_layer / 1e6:.3f} MB per layer at the last context) and writes the new token's K and V")
     last = on_chip[-1]
+    evict = ("the vector unit copies it to DRAM before the step" if arch.vector_unit is not None
+             else "its copy to DRAM is not simulated (no vector unit)")
     return (f"KV cache: a persistent tensor per layer, K and V, kept in {', '.join(levels)} while it fits "
             f"(layers on chip: {on_chip[0]:g} of {n} after the prefill, {last:g} at the last step; "
             f"{per_layer / 1e6:.3f} MB per layer then), otherwise read from and appended to in DRAM. "
-            f"A cache that stops fitting moves to DRAM; that one-time write-back is not counted")
+            f"When a cache stops fitting, {evict}")

@@ -437,7 +437,7 @@ class _Recording:
 
 
 def _tile(layers: list[LayerSpec], arch: ArchSpec) -> TileGraph:
-    if not layers:
+    if not layers and not (getattr(layers, "ops", None) and arch.vector_unit is not None):
         raise ArchsimError("no layers to simulate", field="layers")
     pe = registry.create("pe_array", arch.pe_array.kind, arch.pe_array, arch, source=arch.path,
                          field="pe_array.kind")

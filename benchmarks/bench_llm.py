@@ -12,7 +12,9 @@ includes tracing but not the torch import). `wall s` is elapsed time on the
 shared 2-core development machine, `cpu s` the process's own CPU time.
 
 Usage: python benchmarks/bench_llm.py [--quick] [--out benchmarks]
-  writes llm_results.json and llm_tpot_<model>_<arch>.png under --out.
+  writes llm_results.json, llm_tpot_<model>_<arch>.png and
+  llm_tpot_long_<model>_llm_edge.png (decode to the model's last position)
+  under --out.
 """
 from __future__ import annotations
 
@@ -60,14 +62,15 @@ def main():
     results = {"speed": [], "runs": [], "exactness": {}}
 
     for model in models:
-        s = speed(model, "llm_edge", "int8")
-        results["speed"].append(s)
-        print(f"speed {model:15s} {s['arch']} {s['weights']}: {s['wall_s']:.1f} s wall, {s['cpu_s']:.1f} s cpu, "
-              f"{s['peak_rss_mb']:.0f} MB peak RSS")
+        for arch in ARCHS:
+            s = speed(model, arch, "int8")
+            results["speed"].append(s)
+            print(f"speed {model:15s} {s['arch']} {s['weights']}: {s['wall_s']:.1f} s wall, {s['cpu_s']:.1f} s cpu, "
+                  f"{s['peak_rss_mb']:.0f} MB peak RSS")
 
     print(f"{'model':15s} {'arch':9s} {'weights':9s} {'GB stored':>9s} {'TTFT ms':>9s} {'TPOT ms':>9s} "
           f"{'tok/s':>7s} {'mJ/tok':>7s} {'W MB/tok':>9s} {'CB MB/tok':>9s} {'KV MB/tok':>9s} {'act MB/tok':>10s} "
-          f"{'CB load ms':>10s} {'PE wait ms':>10s}")
+          f"{'CB load ms':>10s} {'PE wait ms':>10s} {'KV layers on chip':>17s}")
     for model in models:
         for arch in ARCHS:
             reports = []
@@ -79,24 +82,66 @@ def main():
                 row = dict(r.headline(), weight_storage_gb=r.weight_storage_bytes / 1e9, ttft_ms=r.ttft_ms,
                            sim_wall_s=r.sim_wall_s, sampled_context=r.sampled_context,
                            prefill_energy_uj=r.prefill_energy_uj, prefill_dram_bytes=r.prefill_dram_bytes,
-                           stall_ms_per_token=r.stall_ms_per_token)
+                           stall_ms_per_token=r.stall_ms_per_token,
+                           kv_layers_on_chip=(r.prefill_kv_layers_on_chip, r.kv_layers_on_chip[0], r.kv_layers_on_chip[-1]))
                 results["runs"].append(row)
                 print(f"{model:15s} {arch:9s} {w:9s} {r.weight_storage_bytes / 1e9:9.3f} {r.ttft_ms:9.1f} "
                       f"{r.tpot_ms:9.2f} {r.tokens_per_s:7.2f} {r.energy_per_token_uj / 1e3:7.1f} "
                       f"{b['weights'] / 1e6:9.1f} {b['codebook'] / 1e6:9.1f} {b['kv'] / 1e6:9.2f} "
                       f"{b['activations'] / 1e6:10.3f} {r.stall_ms_per_token['codebook_load']:10.2f} "
-                      f"{r.stall_ms_per_token['pe_waiting']:10.2f}")
+                      f"{r.stall_ms_per_token['pe_waiting']:10.2f} "
+                      f"{r.prefill_kv_layers_on_chip:g} / {r.kv_layers_on_chip[0]:g} / {r.kv_layers_on_chip[-1]:g}")
             plot_tpot(reports, out / f"llm_tpot_{model}_{arch}.png")
 
-    fast = simulate_llm("llama-tiny", ROOT / "arch_configs" / "llm_edge.yaml", prompt=64, generate=32)
-    full = simulate_llm("llama-tiny", ROOT / "arch_configs" / "llm_edge.yaml", prompt=64, generate=32, mode="full")
-    ex = {f: (getattr(fast, f), getattr(full, f), getattr(fast, f) / getattr(full, f) - 1)
-          for f in ("ttft_ms", "tpot_ms", "energy_per_token_uj")}
-    ex["sim_wall_s"] = (fast.sim_wall_s, full.sim_wall_s)
-    ex["sampled_context"] = fast.sampled_context
-    results["exactness"] = ex
-    for f in ("ttft_ms", "tpot_ms", "energy_per_token_uj"):
-        print(f"exactness llama-tiny {f}: fast {ex[f][0]:.4f} full {ex[f][1]:.4f} ({100 * ex[f][2]:+.3f}%)")
+    # long context on the bandwidth-bound design: a 128-token prompt, then decode to the model's
+    # last position; time per token grows as the caches leave the chip
+    from workloads.zoo.llm import preset
+
+    results["long_context"] = []
+    for model in models:
+        gen = preset(model).max_pos - 128
+        reports = []
+        for w in FORMATS:
+            r = simulate_llm(model, ROOT / "arch_configs" / "llm_edge.yaml", prompt=128, generate=gen, weights=w,
+                             kv_format="int8", decode_samples=9)
+            reports.append(r)
+            row = dict(model=model, weights=w, generate=gen, first_ms=r.ms_per_token[0], last_ms=r.ms_per_token[-1],
+                       tpot_ms=r.tpot_ms, kv_mb_per_token=r.dram_bytes_per_token["kv"] / 1e6,
+                       kv_layers_on_chip=(r.kv_layers_on_chip[0], r.kv_layers_on_chip[-1]), sim_wall_s=r.sim_wall_s)
+            results["long_context"].append(row)
+            print(f"long context {model} llm_edge {w:9s} 128 + {gen}: first step {row['first_ms']:.2f} ms, last "
+                  f"{row['last_ms']:.2f} ms, mean {r.tpot_ms:.2f} ms, KV {row['kv_mb_per_token']:.1f} MB/token, "
+                  f"KV layers on chip {row['kv_layers_on_chip'][0]:g} -> {row['kv_layers_on_chip'][1]:g} "
+                  f"({r.sim_wall_s:.1f} s)")
+        plot_tpot(reports, out / f"llm_tpot_long_{model}_llm_edge.png",
+                  title=f"{model} on llm_edge, 128-token prompt")
+
+    # a 2^16-entry codebook in a smaller buffer: cached (archsim/hw/codebook.py)
+    results["codebook_overflow"] = []
+    for entries in (65536, 16384, 4096):
+        r = simulate_llm(models[0], ROOT / "arch_configs" / "llm_edge.yaml", prompt=512, generate=128, weights="lcvq",
+                         overrides=[f"codebook.entries={entries}", "codebook.overflow=cache"])
+        row = dict(entries=entries, tpot_ms=r.tpot_ms, codebook_bytes_per_token=r.dram_bytes_per_token["codebook"],
+                   stall_ms_per_token=r.stall_ms_per_token)
+        results["codebook_overflow"].append(row)
+        print(f"codebook overflow {models[0]} lcvq llm_edge entries {entries:6d} (cache): TPOT {r.tpot_ms:.2f} ms, "
+              f"codebook {row['codebook_bytes_per_token'] / 1e6:.1f} MB/token, codebook loads "
+              f"{r.stall_ms_per_token['codebook_load']:.2f} ms/token")
+
+    # exactness: the whole model simulated every step vs the fast mode, with the caches on chip and
+    # with an 80 kB buffer (40 kB for the caches) they leave one layer at a time
+    for case, over in (("caches on chip", []), ("caches leave the chip", ["memory.levels.0.capacity_bytes=80000"])):
+        kw = dict(prompt=64, generate=64, overrides=over)
+        fast = simulate_llm("llama-tiny", ROOT / "arch_configs" / "llm_edge.yaml", **kw)
+        full = simulate_llm("llama-tiny", ROOT / "arch_configs" / "llm_edge.yaml", mode="full", **kw)
+        ex = {f: (getattr(fast, f), getattr(full, f), getattr(fast, f) / getattr(full, f) - 1)
+              for f in ("ttft_ms", "tpot_ms", "energy_per_token_uj")}
+        ex["sim_wall_s"] = (fast.sim_wall_s, full.sim_wall_s)
+        ex["sampled_context"] = fast.sampled_context
+        ex["kv_layers_on_chip"] = (fast.kv_layers_on_chip[0], fast.kv_layers_on_chip[-1])
+        results["exactness"][case] = ex
+        for f in ("ttft_ms", "tpot_ms", "energy_per_token_uj"):
+            print(f"exactness llama-tiny ({case}) {f}: fast {ex[f][0]:.4f} full {ex[f][1]:.4f} ({100 * ex[f][2]:+.3f}%)")
     (out / "llm_results.json").write_text(json.dumps(results, indent=1, default=str))
 
 

@@ -14,9 +14,9 @@ from workloads.zoo.llm import PRESETS, DecoderLM, block_layers, build_llm, linea
 
 EDGE = "arch_configs/llm_edge.yaml"
 # llm_edge with no level for the KV cache: every step reads each layer's whole cache from DRAM
-KV_IN_DRAM = ("memory.levels.0.serves=[activations, psums]",)
-# llm_edge with a 40 kB global buffer: llama-tiny's caches leave the chip layer by layer as they grow
-SMALL_GB = ("memory.levels.0.capacity_bytes=40000",)
+KV_IN_DRAM = ("memory.levels.0.serves=[activations, psums]", "memory.levels.0.quotas={}")
+# llm_edge with an 80 kB global buffer (40 kB for the KV cache): llama-tiny's caches leave the chip layer by layer as they grow
+SMALL_GB = ("memory.levels.0.capacity_bytes=80000",)
 
 
 @lru_cache(maxsize=None)
@@ -202,6 +202,19 @@ def test_decode_time_grows_with_context_once_the_cache_leaves_the_chip():
     # the caches leave the chip one by one, and each one off chip adds its reads to every step
     assert leaving.kv_layers_on_chip[-1] < leaving.kv_layers_on_chip[0] == cfg_layers
     assert leaving.ms_per_token[-1] > leaving.ms_per_token[0]
+
+
+def test_a_cache_that_stops_fitting_is_copied_to_dram_once():
+    r = run(prompt=64, generate=64, overrides=SMALL_GB)
+    on = r.kv_layers_on_chip
+    drops = [i for i in range(1, len(on)) if on[i] < on[i - 1]]
+    assert drops
+    for i in (i for i in drops if i + 1 < len(on)):
+        # the step that evicts pays the copy; the next one does not
+        assert r.ms_per_token[i] > r.ms_per_token[i + 1]
+    # no vector unit to copy it: not simulated, and the notes say so
+    bare = run(prompt=64, generate=64, overrides=SMALL_GB + ("vector_unit=null",))
+    assert "not simulated (no vector unit)" in bare.notes[0]
 
 
 def test_gqa_cuts_kv_bytes_by_the_group_factor():

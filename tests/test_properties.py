@@ -140,6 +140,9 @@ def archs(draw, base: str):
         # 2^6 B (usually too small: an allowed refusal) up to 4 MiB
         ov.append(f"buffers.{buf}.capacity_bytes={draw(st.integers(6, 22).map(lambda e: 2 ** e))}")
         ov.append(f"buffers.{buf}.double_buffered={draw(st.booleans())}")
+    # the private buffers only (llm_edge ships a global buffer): every byte crosses DRAM;
+    # the shared levels have their own property below
+    ov += ["memory.levels=[]", "memory.retain_activations=false"]
     return load_arch(base, ov)
 
 
@@ -389,8 +392,6 @@ def test_a_shared_level_conserves_bytes_and_never_adds_dram_traffic(case, log_ca
     without the level, no layer reads more from DRAM, and more capacity
     never raises DRAM traffic."""
     layers, arch = case
-    # the base without any shared level (llm_edge ships one)
-    arch = arch.with_overrides(["memory.levels=[]", "memory.retain_activations=false"])
     base = simulate(layers, arch)
     if base is None:
         return

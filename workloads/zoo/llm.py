@@ -17,7 +17,9 @@ query head: GQA cuts KV bytes by the group factor.
 A block takes the cache of the earlier tokens (`past_k`, `past_v`: batch x
 n_kv_heads x past x head_dim) and appends its own keys and values; prefill
 is past = 0. The causal mask, softmax, norms, rotary and activations do no
-MACs and are not layers (the vector unit is not modelled yet).
+MACs: they are the DAG's vector operators (run by a vector unit). Step is
+what the simulator traces (step_workload): embedding, blocks and head, each
+block's cache a persistent tensor that the step appends to.
 """
 from __future__ import annotations
 
