@@ -65,17 +65,21 @@ def evaluate_point(layers, arch_data: dict, arch_source: str, overrides: list[st
     return build_report(run(_TILES.tile(layers, arch), arch), arch, em).headline()
 
 
-def evaluate_points(layers, arch_data: dict, arch_source: str, overrides_list: list, table) -> list:
-    """One job: several points on the same layers and base architecture.
-    Each gives its metrics, or the ArchsimError it raised (a bad point does
-    not fail its neighbours)."""
+def _each_point(evaluate, what, arch_data: dict, arch_source: str, overrides_list: list, table) -> list:
+    """evaluate(what, ...) for each point's overrides: its metrics, or the
+    ArchsimError it raised (a bad point does not fail its neighbours)."""
     out = []
     for overrides in overrides_list:
         try:
-            out.append(evaluate_point(layers, arch_data, arch_source, overrides, table))
+            out.append(evaluate(what, arch_data, arch_source, overrides, table))
         except ArchsimError as e:
             out.append(e)
     return out
+
+
+def evaluate_points(layers, arch_data: dict, arch_source: str, overrides_list: list, table) -> list:
+    """One job: several points on the same layers and base architecture."""
+    return _each_point(evaluate_point, layers, arch_data, arch_source, overrides_list, table)
 
 
 LLM_METRICS = ("ttft_ms", "tpot_ms", "tokens_per_s", "energy_per_token_uj", "prefill_energy_uj")
@@ -103,13 +107,7 @@ def evaluate_llm_point(llm: dict, arch_data: dict, arch_source: str, overrides: 
 
 def evaluate_llm_points(llm: dict, arch_data: dict, arch_source: str, overrides_list: list, table) -> list:
     """As evaluate_points, for LLM points of one weight and KV format."""
-    out = []
-    for overrides in overrides_list:
-        try:
-            out.append(evaluate_llm_point(llm, arch_data, arch_source, overrides, table))
-        except ArchsimError as e:
-            out.append(e)
-    return out
+    return _each_point(evaluate_llm_point, llm, arch_data, arch_source, overrides_list, table)
 
 
 _WORKLOAD = None  # this worker process's Workload: (study and cache folder, Workload)

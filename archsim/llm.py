@@ -141,10 +141,10 @@ class LLMReport:
         if self.hardware_only:
             lines.append("HARDWARE-ONLY run: meta-device model (shapes only, no weight values); "
                          "formats built from their parameters")
-        lines.append(f"  TTFT {self.ttft_ms:.3f} ms   prefill energy {self.prefill_energy_uj:.1f} uJ")
+        lines.append(f"  TTFT {self.ttft_ms:.3f} ms   prefill energy {self.prefill_energy_uj / 1e3:.3f} mJ")
         if self.tpot_ms is not None:
             lines.append(f"  TPOT {self.tpot_ms:.3f} ms   {self.tokens_per_s:.1f} tokens/s   "
-                         f"energy/token {self.energy_per_token_uj:.1f} uJ")
+                         f"energy/token {self.energy_per_token_uj / 1e3:.3f} mJ")
             lines.append(f"  DRAM bytes/token: weights {b['weights'] / 1e6:.2f} MB (codebooks "
                          f"{b['codebook'] / 1e6:.2f} MB), KV {b['kv'] / 1e6:.3f} MB, activations "
                          f"{b['activations'] / 1e6:.3f} MB")
