@@ -313,7 +313,10 @@ def cmd_run(args) -> int:
     from archsim.config import load_arch
     from archsim.llm import cli_run, is_llm
 
-    if is_llm(args.model) and not args.topology and not args.onnx:
+    llm = is_llm(args.model) and not args.topology and not args.onnx
+    if args.arch is None:  # each kind of workload has its own default design
+        args.arch = "llm_edge" if llm else "sa32_ws"
+    if llm:
         return cli_run(args)  # prefill + decode (archsim/llm.py)
     if args.prompt is not None:
         raise ArchsimError(f"{args.model} is not an LLM preset; --prompt applies to LLM presets only",
@@ -722,7 +725,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="simulate a model on an architecture and print the per-layer report")
     add_workload_opts(r)
-    r.add_argument("--arch", default="sa32_ws", help="built-in architecture name or YAML path (default sa32_ws)")
+    r.add_argument("--arch", default=None, help="built-in architecture name or YAML path (default sa32_ws; "
+                                                 "llm_edge for an LLM preset)")
     r.add_argument("--out", default="archsim_out",
                    help="output folder (default archsim_out); the report goes to <out>/<model>_<arch>[_<weights>]"
                         "[_<overrides>]/")

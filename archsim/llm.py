@@ -169,9 +169,14 @@ def plot_tpot(reports: list, path: Union[str, Path], title: str = "") -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from plots.palette import color
+
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    styles = {}  # one line style per KV format, one colour per weight format
     for r in reports:
-        ax.plot(r.context, r.ms_per_token, label=f"{r.weights}, KV {r.kv_format}")
+        ls = styles.setdefault(r.kv_format, ("-", "--", ":", "-.")[len(styles) % 4])
+        ax.plot(r.context, r.ms_per_token, color=color(r.weights), linestyle=ls,
+                label=f"{r.weights}, KV {r.kv_format}")
     ax.set_xlabel("context length (tokens)")
     ax.set_ylabel("time per output token (ms)")
     ax.set_ylim(bottom=0)

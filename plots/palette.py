@@ -26,6 +26,9 @@ FIXED = {
     # compression methods
     "dense": "#7f7f7f", "int": "#7f7f7f", "vq": "#0072B2", "mvq": "#009E73", "ssvq": "#CC79A7",
     "pq": "#E69F00", "swis": "#D55E00", "nm": "#56B4E9", "trunc": "#bcbd22",
+    # LLM weight formats (archsim.ir.formats.LLM_WEIGHT_FORMATS): a bit width is a format, not a family
+    "fp16": "#000000", "int8": "#7f7f7f", "int4": "#bcbd22", "int3": "#dbdb8d", "int2": "#c49c94",
+    "aqlm": "#17becf", "lcvq": "#9467bd",
     # bit-serial family
     "stripes": "#56B4E9", "pragmatic": "#E69F00",
 }
@@ -38,9 +41,10 @@ def color(name: str) -> str:
     key = str(name).lower()
     if key in FIXED:
         return FIXED[key]
-    stem = key.rstrip("0123456789_")
-    if stem in FIXED:
-        return FIXED[stem]
+    # 'stripes16' -> stripes; a format with parameters ('aqlm-2x8', 'vq:k=256,d=8') -> its name
+    for stem in (key.rstrip("0123456789_"), key.split(":")[0].split("-")[0]):
+        if stem in FIXED:
+            return FIXED[stem]
     return PALETTE[zlib.crc32(key.encode()) % len(PALETTE)]
 
 

@@ -325,3 +325,7 @@ def test_archsim_run_llm_flags(tmp_path, capsys):
     assert "TPOT" in capsys.readouterr().out
     assert main(["run", "--model", "llama-tiny", "--arch", EDGE, "--prompt", "0", "--out", str(tmp_path)]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+    # no --arch: an LLM preset runs on the LLM design, not the CNN default
+    assert main(["run", "--model", "llama-tiny", "--prompt", "8", "--generate", "2", "--out", str(tmp_path / "d"),
+                 "-q"]) == 0
+    assert "on llm_edge" in capsys.readouterr().out

@@ -52,6 +52,9 @@ def test_palette_gives_a_name_one_colour_everywhere():
     assert color("dram") != color("sram")
     assert colors(["a_new_component", "dram"]) == [color("a_new_component"), color("dram")]
     assert color("a_new_component") == color("a_new_component")  # stable hash, not list position
+    # a bit width is a format of its own; a format with parameters takes its format's colour
+    assert color("int8") != color("int4")
+    assert color("aqlm-2x8") == color("aqlm") != color("lcvq") == color("lcvq-res")
 
 
 def _claims(n):
