@@ -232,6 +232,21 @@ class LayerTiler:
                             "sram": sram, "bytes": 0, "actions": actions, "fold": fold, "cycles": cycles,
                             "macs": macs}, deps)
 
+    def compute_folds(self, folds: list, deps, macs: int, alloc=(), sram=()) -> int:
+        """One compute node for consecutive folds that wait for the same
+        transfers (fidelity tile): their cycles and actions summed."""
+        cycles, actions = 0, {}
+        for fold in folds:
+            c, acts = self.pe.fold_cost(fold, self._fold_fmt)
+            cycles += c
+            for k, v in acts:
+                actions[k] = actions.get(k, 0) + v
+        if self.side_load is not None and not self.needs_decode:
+            deps = tuple(deps) + (self.side_load,)
+        return self.b.push({"kind": "compute", "unit": "pe", "layer": self.li, "alloc": alloc, "free": (),
+                            "sram": sram, "bytes": 0, "actions": tuple(actions.items()), "fold": folds[-1],
+                            "cycles": cycles, "macs": macs, "folds": len(folds)}, deps)
+
     def store(self, nbytes: int, dep: int, free_psum: int, sram_write: int = 0, psum: bool = False) -> int:
         """Write `nbytes` back (the layer's output, or spilled partial sums
         with `psum`), freeing `free_psum` of output room."""
@@ -309,6 +324,10 @@ class _DryRun(LayerTiler):
 
     def compute(self, fold, deps, macs, alloc=(), sram=()):
         self.pe_cycles += self.pe.fold_cost(fold, self._fold_fmt)[0]
+        return 0
+
+    def compute_folds(self, folds, deps, macs, alloc=(), sram=()):
+        self.pe_cycles += sum(self.pe.fold_cost(f, self._fold_fmt)[0] for f in folds)
         return 0
 
     def store(self, nbytes, dep, free_psum, sram_write=0, psum=False):

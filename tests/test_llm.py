@@ -204,6 +204,24 @@ def test_decode_time_grows_with_context_once_the_cache_leaves_the_chip():
     assert leaving.ms_per_token[-1] > leaving.ms_per_token[0]
 
 
+@pytest.mark.parametrize("weights, coalesced", [("int8", True), ("int4", True), ("aqlm-2x8", False)])
+def test_fidelity_tile_is_one_node_per_weight_transfer_and_exact(weights, coalesced):
+    from archsim.api import simulate
+    from archsim.ir.layer_spec import LayerSpec
+    from archsim.tiling import tile
+
+    layers = [LayerSpec(n, "linear", M=1, N=1024, K=2048, fmt=llm_weight_format(weights, 1024)) for n in "ab"]
+    fold, per_tile = load_arch(EDGE, ["pe_array.fidelity=fold"]), load_arch(EDGE)
+    assert per_tile.pe_array.fidelity == "tile"
+    computes = lambda arch: sum(a["kind"] == "compute" for _, a in tile(layers, arch).nodes(data=True))
+    loads = sum(a["unit"] == "dma.weight" for _, a in tile(layers, per_tile).nodes(data=True))
+    # decode: a 128 KiB weight transfer feeds 8 folds of 16 KiB; a VQ tile's decode separates its folds
+    assert computes(per_tile) == (loads if coalesced else computes(fold)) < computes(fold) * (1 if coalesced else 2)
+    a, b = simulate(layers, fold), simulate(layers, per_tile)
+    for k in ("total_cycles", "energy_total_pj", "dram_read_bytes", "dram_write_bytes"):
+        assert a.totals[k] == pytest.approx(b.totals[k], rel=1e-12), k
+
+
 def test_a_cache_that_stops_fitting_is_copied_to_dram_once():
     r = run(prompt=64, generate=64, overrides=SMALL_GB)
     on = r.kv_layers_on_chip

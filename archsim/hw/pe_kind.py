@@ -47,9 +47,11 @@ class PESpec(ComponentSpec):
     rows: PositiveInt
     cols: PositiveInt
     act_bits: PositiveInt = 8
-    fidelity: Literal["fold", "rows"] = Field(
+    fidelity: Literal["fold", "rows", "tile"] = Field(
         "fold", description="fold: each fold chunk is its closed form; rows: each PE row is a SimPy process "
-        "(archsim/hw/row_sim.py; slow, for cross-checks and per-row traces)")
+        "(archsim/hw/row_sim.py; slow, for cross-checks and per-row traces); tile: as fold, but the folds of a "
+        "weight-stationary nest that one weight transfer feeds, with nothing else between them (no decode, "
+        "no spilled partial sums, one streamed chunk: LLM decode), are one compute node")
     row_fifo_depth: PositiveInt = Field(
         2, description="fidelity rows: entries of each FIFO between neighbouring rows and at a row's edge "
         "(documented choice: 2, a double-buffered register; any depth >= 1 gives the same lock-step cycles)")

@@ -124,6 +124,10 @@ def emit_stationary(kind, t, p: StationaryPlan):
     needs_decode, act_bytes, psum_bytes = t.needs_decode, t.act_bytes, t.psum_bytes
     fold_at = kind.fold_at if kind.records_folds else None
     rows_mode = kind.spec.fidelity == "rows"
+    # fidelity tile: the folds one weight transfer feeds are one node where nothing else separates
+    # them: no decode between transfer and fold, no partial sums spilled, one streamed chunk
+    coalesce = kind.spec.fidelity == "tile" and weights_stationary and not needs_decode and not spill_psums \
+        and n_s == 1 and len(blocks) == 1 and fold_at is None
 
     for g in range(L.groups):
         resident_loads: dict[tuple[int, int], int] = {}
@@ -164,6 +168,11 @@ def emit_stationary(kind, t, p: StationaryPlan):
                         ld = t.load(stat_buf, nb, act_dep=act_is_stat, rows=layout)
                         if stat_resident:
                             stat_loads[(r0, r1)] = ld
+                    if coalesce and sum(strm_bytes(min(blk_len, S) * min(span, Kred - r * span))
+                                        for r in range(r0, r1)) <= t.limit[strm_buf]:
+                        last_store = _emit_group(kind, t, p, cu, r0, r1, ld, nb, recent, resident_loads,
+                                                 resident_last_use, load_bytes, last_store)
+                        continue
                     for r in range(r0, r1):
                         ru = min(span, Kred - r * span)
                         prows = kind.pe_rows(ru, t)
@@ -228,3 +237,45 @@ def emit_stationary(kind, t, p: StationaryPlan):
             t.free_later(cp, strm_buf, load_bytes[resident_loads[key]])
     return last_store
 
+
+
+def _emit_group(kind, t, p: StationaryPlan, cu, r0, r1, ld, nb, recent, resident_loads, resident_last_use,
+                load_bytes, last_store):
+    """Fidelity tile: row folds r0..r1 of column fold c, fed by one weight
+    transfer `ld` (of nb bytes) and one streamed chunk each, as one compute
+    node (emit_stationary's per-fold nodes summed: same transfers, same
+    cycles and actions). Returns the layer's last store so far."""
+    span, Kred, S, nr = p.span, p.K, p.S, p.nr
+    stat_bytes, strm_bytes = t.w_bytes, t.in_dram_bytes
+    sl = S if S < p.s_chunk else p.s_chunk
+    pnb = t.psum_bytes(sl * cu)
+    folds, deps, sram, macs, loads = [], [ld], [], 0, []
+    for r in range(r0, r1):
+        ru = min(span, Kred - r * span)
+        key = (r, 0)
+        if not (p.strm_resident and key in resident_loads):
+            snb = strm_bytes(min(p.blk_len, S) * ru)
+            sld = t.load(p.strm_buf, snb, act_dep=True)
+            resident_loads[key] = sld
+            load_bytes[sld] = snb
+        sld = resident_loads[key]
+        deps.append(sld)
+        loads.append((key, sld))
+        folds.append(Fold(kind.pe_rows(ru, t), cu, sl, True, True, not recent and r == r0))
+        macs += ru * cu * sl
+        sram += [(p.strm_buf, t.act_bytes(sl * ru), 0), ("output", pnb if r else 0, pnb),
+                 (p.stat_buf, stat_bytes(ru * cu), 0)]
+    alloc = (("output", pnb),) if r0 == 0 else ()
+    cp = t.compute_folds(folds, deps, macs=macs, alloc=alloc, sram=tuple(sram))
+    recent.append(cp)
+    if len(recent) > 2:
+        recent.pop(0)
+    t.free_later(cp, p.stat_buf, nb)
+    for key, sld in loads:
+        if p.strm_resident:
+            resident_last_use[key] = cp
+        else:
+            t.free_later(cp, p.strm_buf, load_bytes[sld])
+    if r1 == nr:
+        last_store = t.store(t.act_bytes(sl * cu), cp, free_psum=pnb)
+    return last_store
