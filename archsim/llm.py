@@ -348,6 +348,7 @@ class _Runner:
         if ctx not in self._residency:
             n = self.cfg.n_layers
             if not any("kv" in lv.serves for lv in self.arch.memory.levels):
+                # nothing to place: skip the allocator (called once per context, thousands in a long run)
                 self._residency[ctx] = (("dram", "dram"),) * n
             else:
                 plans = [TensorPlan(f"{i}.{w}", "kv", self.cache_bytes(ctx), 0, 0) for i in range(n) for w in "kv"]

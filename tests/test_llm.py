@@ -10,7 +10,7 @@ from archsim.ir.errors import ArchsimError
 from archsim.llm import KV_FORMATS, _Runner, simulate_llm
 from archsim.config import load_arch
 from archsim.ir.formats import (AdditiveVQFormat, LargeCodebookVQFormat, format_from_dict, llm_weight_format)
-from workloads.zoo.llm import PRESETS, DecoderLM, block_layers, build_llm, linear_shapes, preset, step_workload
+from workloads.zoo.llm import PRESETS, DecoderLM, build_llm, linear_shapes, preset, step_workload
 
 EDGE = "arch_configs/llm_edge.yaml"
 # llm_edge with no level for the KV cache: every step reads each layer's whole cache from DRAM
@@ -37,8 +37,8 @@ def test_meta_parameter_count_is_the_published_one(name):
 
 def test_block_trace_has_the_gemms_of_the_config():
     cfg = preset("llama3-8b")
-    layers = block_layers(cfg, tokens=1, past=100)
-    lin = {L.name: (L.N, L.K) for L in layers if L.op == "linear"}
+    layers = step_workload(cfg, tokens=1, past=100, n_blocks=1)
+    lin = {L.name.removeprefix("blocks.0."): (L.N, L.K) for L in layers if L.name.startswith("blocks.0.")}
     assert lin == linear_shapes(cfg)
     qk, av = [L for L in layers if L.op == "matmul"]
     # GQA: 4 query heads share each of the 8 K/V heads, stacked as rows

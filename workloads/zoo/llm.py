@@ -4,7 +4,7 @@ learned positions, a two-layer MLP with ReLU or GELU), with presets from the
 published configurations.
 
     model = build_llm("llama2-7b", device="meta")   # shapes only, never allocated
-    block_layers(cfg, tokens=1, past=640, batch=1)  # one block's LayerSpecs for a decode step
+    step_workload(cfg, tokens=1, past=640)          # a decode step's Workload: embedding, blocks, head
 
 Attention is written for the compiler: q @ k^T and attn @ v are
 torch.matmul between activations (op 'matmul'), and grouped-query attention
@@ -297,97 +297,41 @@ def step_workload(cfg: LLMConfig, tokens: int, past: int, batch: int = 1, n_bloc
 
 
 def _kv_appends(wl, kv_bits, kv_op: str):
-    """Rewrite each cat(cache view, new K or V) of a traced Step into an
-    append to a persistent cache tensor (see step_workload)."""
+    """Rewrite each cat(past cache, new K or V) of a traced Step into an
+    append to a persistent cache tensor (see step_workload). The tracer
+    aliases the views past_k[i] to past_k, so a cat reads past_k or past_v."""
     import dataclasses
 
     from archsim.ir.layer_spec import TensorInfo, VectorOp, Workload
 
-    past = {n for n in ("past_k", "past_v") if n in wl.tensors}
-    rename: dict[str, str] = {}  # traced tensor / op name -> cache name
+    past = {"past_k": "k", "past_v": "v"}
     seen = {"k": 0, "v": 0}
+    rename: dict[str, str] = {}   # the cat's output tensor -> the cache
+    appends: dict[str, str] = {}  # the cat -> its append
     ops = []
     for o in wl.ops:
-        if isinstance(o, VectorOp) and o.op == "concat" and len(o.inputs) == 2 and _root_input(wl, o.inputs[0]) in past:
-            # blocks run in program order: the i-th K (V) append is block i's
-            which = "k" if _root_input(wl, o.inputs[0]) == "past_k" else "v"
-            blk = f"blocks.{seen[which]}"
+        if isinstance(o, VectorOp) and o.op == "concat" and len(o.inputs) == 2 and o.inputs[0] in past:
+            # blocks run in program order: the i-th K (V) cat is block i's
+            which = past[o.inputs[0]]
+            blk = f"blocks.{seen[which]}.attn"
             seen[which] += 1
-            cache = f"{blk}.attn.{which}_cache"
-            rename[o.output] = cache
+            rename[o.output], appends[o.name] = f"{blk}.{which}_cache", f"{blk}.{which}_append"
             new = o.in_elems[1]
-            ops.append(VectorOp(f"{blk}.attn.{which}_append", kv_op, new, (o.inputs[1],), (new,), cache))
-            continue
-        ops.append(o)
-    fix = lambda names: tuple(rename.get(n, n) for n in names)
-    out_ops = []
-    for o in ops:
-        if isinstance(o, VectorOp):
-            o = dataclasses.replace(o, inputs=fix(o.inputs))
-        else:
-            o = dataclasses.replace(o, inputs=fix(o.inputs), output=rename.get(o.output, o.output))
-        out_ops.append(o)
-    appends = {o.output: o.name for o in out_ops if isinstance(o, VectorOp) and o.output in rename.values()}
+            o = VectorOp(appends[o.name], kv_op, new, (o.inputs[1],), (new,), rename[o.output])
+        ops.append(dataclasses.replace(o, inputs=tuple(rename.get(n, n) for n in o.inputs)))
     tensors = {}
     for n, info in wl.tensors.items():
-        if n in past or _root_input(wl, n) in past and n not in rename:
-            continue  # the cache views: the caches below stand for them
+        if n in past:
+            continue  # the caches below stand for them
+        consumers = tuple(appends.get(c, c) for c in info.consumers)
         if n in rename:
-            c = rename[n]
-            tensors[c] = TensorInfo(c, info.elems, appends[c], info.consumers, bits=kv_bits, persistent=True)
+            tensors[rename[n]] = TensorInfo(rename[n], info.elems, appends[info.producer], consumers,
+                                            bits=kv_bits, persistent=True)
         else:
-            tensors[n] = dataclasses.replace(info, consumers=tuple(rename.get(c, c) for c in info.consumers))
-    # the consumers of a cache's producer tensor name the append, not the cat
-    cat_to_append = {o: appends[rename[o]] for o in rename}
-    for n, info in tensors.items():
-        if any(c in cat_to_append for c in info.consumers):
-            tensors[n] = dataclasses.replace(info, consumers=tuple(cat_to_append.get(c, c) for c in info.consumers))
+            tensors[n] = dataclasses.replace(info, consumers=consumers)
     inputs = tuple(n for n in wl.inputs if n in tensors)
-    outputs = tuple(n for n in wl.outputs if n not in rename and n in tensors)
-    return Workload(out_ops, tensors, inputs, outputs)
-
-
-def _root_input(wl, name: str) -> str:
-    """The network input a view chain starts from (or `name`)."""
-    info = wl.tensors.get(name)
-    seen = 0
-    while info is not None and info.producer is not None and seen < 8:
-        op = next((o for o in wl.ops if o.name == info.producer), None)
-        if op is None or not op.inputs:
-            break
-        name, info, seen = op.inputs[0], wl.tensors.get(op.inputs[0]), seen + 1
-    return name
-
-
-def block_inputs(cfg: LLMConfig, tokens: int, past: int, batch: int = 1):
-    """Meta example inputs of one block: (x, past_k, past_v); prefill has an
-    empty cache (past = 0)."""
-    x = torch.empty(batch, tokens, cfg.dim, device="meta")
-    kv = torch.empty(batch, cfg.n_kv_heads, past, cfg.head_dim, device="meta")
-    return (x, kv, kv)
-
-
-def block_layers(cfg: LLMConfig, tokens: int, past: int, batch: int = 1, formats: Optional[dict] = None,
-                 block: Optional[Block] = None) -> list:
-    """LayerSpecs of one transformer block (traced by workloads.compile.trace)
-    processing `tokens` new tokens after `past` cached ones. `formats` keys
-    are block-relative names ('attn.q_proj', 'mlp.down_proj', ...)."""
-    from workloads.compile import trace
-
-    if block is None:
-        with torch.device("meta"):
-            block = Block(cfg).eval()
-    return trace(block, block_inputs(cfg, tokens, past, batch), formats=formats)
-
-
-def head_layers(cfg: LLMConfig, batch: int = 1, fmt=None) -> list:
-    """LayerSpecs of the head (the vocabulary projection of one token per sequence)."""
-    from workloads.compile import trace
-
-    with torch.device("meta"):
-        head = Head(cfg, nn.Embedding(cfg.vocab, cfg.dim))
-    return trace(head, torch.empty(batch, 1, cfg.dim, device="meta"),
-                 formats={"lm_head": fmt} if fmt is not None else None)
+    outputs = tuple(n for n in wl.outputs if n in tensors)
+    return Workload(ops, tensors, inputs, outputs)
 
 
 def linear_shapes(cfg: LLMConfig) -> dict:
@@ -403,5 +347,5 @@ def linear_shapes(cfg: LLMConfig) -> dict:
     return {**att, **mlp}
 
 
-__all__ = ["LLMConfig", "PRESETS", "preset", "build_llm", "block_layers", "head_layers", "linear_shapes",
-           "DecoderLM", "Block"]
+__all__ = ["LLMConfig", "PRESETS", "preset", "build_llm", "step_workload", "linear_shapes", "DecoderLM", "Block",
+           "Step"]
