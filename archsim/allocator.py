@@ -28,6 +28,7 @@ directly (it does not stream through the shared level).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from .config import ArchSpec
@@ -247,8 +248,9 @@ def op_tensors(ops: list, arch: ArchSpec, workload=None, fused=frozenset(),
     weight buffer}, from a dry run of its mapper) leaves in DRAM the weights
     a layer reads only once: keeping them would save no traffic.
     """
+    # a tensor with a width of its own (a KV cache, scales included) may have fractional bits per element
     act_bytes = lambda elems, bits=None: _ceil_div(elems * arch.pe_array.act_bits, 8) if bits is None \
-        else max(1, -int(-elems * bits // 8))
+        else max(1, math.ceil(elems * bits / 8))
     acc_bits = getattr(arch.pe_array, "acc_bits", 32)
     n = len(ops)
     roles: list[dict] = [{} for _ in ops]

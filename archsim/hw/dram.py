@@ -103,6 +103,12 @@ class DRAMChannel:
         self._reschedule()
 
     def _finish(self, ev: simpy.Event, delay: int):
-        # Event.succeed() with a delay: SimPy's Timeout sets the same fields
-        ev._ok, ev._value = True, None
-        self.env.schedule(ev, NORMAL, delay)
+        succeed_after(self.env, ev, delay)
+
+
+def succeed_after(env: simpy.Environment, ev: simpy.Event, delay: int):
+    """ev.succeed() `delay` cycles from now, without a Timeout event of its
+    own (SimPy's Timeout sets the same fields): a transfer's data arrives the
+    access latency after its bus time. Both DRAM kinds finish transfers so."""
+    ev._ok, ev._value = True, None
+    env.schedule(ev, NORMAL, delay)

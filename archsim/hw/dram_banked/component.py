@@ -29,13 +29,12 @@ from __future__ import annotations
 import math
 
 import simpy
-from simpy.events import NORMAL
 
+from ..dram import _EPS, succeed_after  # the fluid bus's rounding tolerance and event finish
 from ..registry import register
 from .replay import replay, timing_of
 from .spec import BankedDRAMSpec
 
-_EPS = 1e-6
 _CAL_BURSTS = 512  # bursts per calibration stream: rows of several banks
 _cal: dict = {}  # (spec json, key) -> (efficiency, row-hit rate, ACTs per burst)
 
@@ -216,8 +215,7 @@ class BankedDRAM:
         self._reschedule()
 
     def _finish(self, ev: simpy.Event, delay: int):
-        ev._ok, ev._value = True, None
-        self.env.schedule(ev, NORMAL, delay)
+        succeed_after(self.env, ev, delay)
 
     # ---- counters --------------------------------------------------------
     def stats(self, start: float = 0, end: float | None = None) -> dict:
